@@ -1,0 +1,190 @@
+"""The chain: an ordered list of steps x_{k+1} = f_k(x_k).
+
+A network's blocks, an RNN's time steps, a map's iterations and a solver's steps are all chains.
+Everything in depthscope that measures works on a `Chain`; adapters turn models into chains.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator, Sequence
+
+import torch
+from torch import nn
+
+from depthscope._errors import ChainError, InputError, NonFiniteError
+
+StepFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of a chain.
+
+    Attributes:
+        name: a label shown in reports (``"blocks.3"``, ``"t=17"``).
+        fn: the map ``x_k -> x_{k+1}``; takes and returns one tensor of shape ``(B, *S_k)``;
+            the batch dimension B is never mixed (examples are independent).
+        module: the ``nn.Module`` behind ``fn`` when there is one (used to check train/eval mode
+            and to count parameters); ``None`` for plain callables.
+        jvp: optional analytic tangent map ``jvp(x, V) -> (f(x), J V)`` with ``V: (m, B, *S_k)``,
+            for small maps iterated 10^5 times where autodiff overhead dominates (used by
+            `depthscope.lyapunov`; must agree with autodiff, which tests check).
+    """
+
+    name: str
+    fn: StepFn
+    module: nn.Module | None = field(default=None, compare=False)
+    jvp: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = field(
+        default=None, compare=False
+    )
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(x)
+
+
+def _as_step(item: object, index: int) -> Step:
+    if isinstance(item, Step):
+        return item
+    if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str) and callable(item[1]):
+        module = item[1] if isinstance(item[1], nn.Module) else None
+        return Step(item[0], item[1], module)
+    if callable(item):
+        module = item if isinstance(item, nn.Module) else None
+        name = type(item).__name__ if module is not None else getattr(item, "__name__", "step")
+        return Step(f"{index}:{name}", item, module)
+    raise ChainError(
+        f"chain item {index} is a {type(item).__name__}; expected a callable x -> x, "
+        "a (name, callable) pair or a depthscope.Step"
+    )
+
+
+class Chain:
+    """An ordered sequence of steps ``x_0 -> x_1 -> ... -> x_L``.
+
+    Args:
+        steps: callables ``x -> x`` (shapes may change between steps), ``(name, callable)`` pairs,
+            or `Step` objects. Each takes a batch ``(B, *S_k)`` and returns ``(B, *S_{k+1})``.
+
+    A chain built by `Chain.from_module` from a model that needs its input to define the steps
+    (captured attention masks, the inputs of an RNN) is bound to that input.
+    """
+
+    def __init__(self, steps: Iterable[object]):
+        self.steps: list[Step] = [_as_step(s, i) for i, s in enumerate(steps)]
+        if not self.steps:
+            raise ChainError("a chain needs at least one step; got an empty list")
+
+    # -- construction ---------------------------------------------------------------------
+    @classmethod
+    def from_module(
+        cls,
+        module: nn.Module,
+        blocks: Sequence[str | nn.Module] | None = None,
+        *,
+        example: torch.Tensor | None = None,
+    ) -> "Chain":
+        """Find the block sequence of ``module`` and return it as a chain (stem and head included).
+
+        Looks, in order, for: an explicit ``blocks=`` list (submodule names, glob patterns such as
+        ``"encoder.layer.*"``, or the modules themselves); a `ChainModule` (depthscope's zoo, which
+        states its steps); an ``nn.Sequential`` (its children); the longest ``nn.ModuleList``.
+        For the last two kinds (blocks inside an arbitrary ``forward``) ``example`` is required:
+        one forward pass records each block's extra arguments (attention masks, ...) and checks
+        that block k+1 consumes exactly what block k produced, so the chain composes to the model.
+        """
+        from depthscope.chain._discover import chain_from_module
+
+        return chain_from_module(cls, module, blocks, example)
+
+    @classmethod
+    def repeat(cls, fn: StepFn, n: int, name: str = "step", jvp=None) -> "Chain":
+        """The chain ``fn`` applied ``n`` times (an iterated map, a weight-tied network);
+        ``jvp`` is an optional analytic tangent map (see `Step`)."""
+        if n < 1:
+            raise ChainError(f"repeat needs n >= 1, got {n}")
+        module = fn if isinstance(fn, nn.Module) else None
+        return cls(Step(f"{name}{k}", fn, module, jvp) for k in range(n))
+
+    # -- container protocol -----------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def __iter__(self) -> Iterator[Step]:
+        return iter(self.steps)
+
+    def __getitem__(self, index: int | slice) -> "Step | Chain":
+        if isinstance(index, slice):
+            return Chain(self.steps[index])
+        return self.steps[index]
+
+    def __repr__(self) -> str:
+        names = ", ".join(s.name for s in self.steps[:4])
+        more = f", ... ({len(self.steps)} steps)" if len(self.steps) > 4 else ""
+        return f"Chain([{names}{more}])"
+
+    @property
+    def names(self) -> list[str]:
+        return [s.name for s in self.steps]
+
+    def modules(self) -> list[nn.Module]:
+        """The distinct modules behind the steps (for mode checks), in first-use order."""
+        seen: dict[int, nn.Module] = {}
+        for s in self.steps:
+            if s.module is not None:
+                seen.setdefault(id(s.module), s.module)
+        return list(seen.values())
+
+    def select(self, pattern: str) -> list[int]:
+        """Indices of the steps whose name matches a glob pattern."""
+        return [k for k, s in enumerate(self.steps) if fnmatch.fnmatchcase(s.name, pattern)]
+
+    # -- evaluation -----------------------------------------------------------------------------
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        for k, step in enumerate(self.steps):
+            x = run_step(step, k, x)
+        return x
+
+    def states(self, x: torch.Tensor, check_finite: bool = True) -> list[torch.Tensor]:
+        """All states ``[x_0, x_1, ..., x_L]`` of one forward pass.
+
+        Raises:
+            InputError: a step rejected its input (wrong shape or dtype); names the step.
+            NonFiniteError: a NaN or Inf first appeared in the output of some step; names it.
+        """
+        out = [x]
+        if check_finite and x.is_floating_point() and not torch.isfinite(x).all():
+            raise NonFiniteError("the input x_0 contains NaN or Inf", step=-1, step_name="input")
+        for k, step in enumerate(self.steps):
+            x = run_step(step, k, x)
+            if check_finite and x.is_floating_point() and not torch.isfinite(x).all():
+                raise NonFiniteError(
+                    f"NaN/Inf first appears in the output of step {k} ({step.name!r}); "
+                    f"its input was finite with max |x| = {out[-1].abs().max().item():.3g}",
+                    step=k,
+                    step_name=step.name,
+                )
+            out.append(x)
+        return out
+
+
+def run_step(step: Step, k: int, x: torch.Tensor) -> torch.Tensor:
+    """Apply one step, turning a failure into an error that names the step and the shape."""
+    try:
+        y = step.fn(x)
+    except (RuntimeError, ValueError, TypeError, IndexError) as err:
+        raise InputError(
+            f"step {k} ({step.name!r}) failed on an input of shape {tuple(x.shape)} "
+            f"and dtype {x.dtype}: {err}"
+        ) from err
+    if not isinstance(y, torch.Tensor):
+        raise ChainError(
+            f"step {k} ({step.name!r}) returned a {type(y).__name__}; a step must return one tensor"
+        )
+    if y.ndim == 0 or (x.ndim > 0 and y.shape[0] != x.shape[0]):
+        raise ChainError(
+            f"step {k} ({step.name!r}) changed the batch dimension: {tuple(x.shape)} -> "
+            f"{tuple(y.shape)}; steps map (B, ...) to (B, ...)"
+        )
+    return y

@@ -1,0 +1,219 @@
+"""Finding the block sequence of an arbitrary ``nn.Module``.
+
+For a model whose blocks are called inside its own ``forward`` we cannot cut the forward into
+pieces by reading code. Instead one reference forward pass records, through hooks, the arguments
+each block receives; the stem is the model run until the first block is entered, each block is
+called again with its recorded extra arguments (attention masks, position embeddings), and the
+head is the model run with the last block's output replaced.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+
+from depthscope._errors import ChainError, InputError, NoBlocksError
+from depthscope.chain._chain import Chain, Step
+from depthscope.chain._module import ChainModule
+
+# A chain built from hooks must reproduce the model's own output on the example input; the
+# difference is pure re-evaluation noise, so a tolerance a little above float32 rounding suffices.
+COMPOSITION_RTOL = 1e-4
+COMPOSITION_ATOL = 1e-5
+# A ModuleList shorter than this is more likely a pair of heads than a sequence of blocks.
+MIN_BLOCKS = 2
+
+
+class _StopForward(Exception):
+    def __init__(self, state: torch.Tensor):
+        self.state = state
+
+
+def first_tensor(out: Any) -> torch.Tensor:
+    """The hidden state in a block's or model's output (a tensor, a tuple, a dict-like output)."""
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+        return out[0]
+    if hasattr(out, "values") and callable(out.values):  # Hugging Face ModelOutput and dicts
+        for v in out.values():
+            if isinstance(v, torch.Tensor):
+                return v
+    raise ChainError(f"cannot find a tensor in an output of type {type(out).__name__}")
+
+
+def _replace_first(out: Any, value: torch.Tensor) -> Any:
+    if isinstance(out, torch.Tensor):
+        return value
+    if isinstance(out, tuple):
+        return (value, *out[1:])
+    if isinstance(out, list):
+        return [value, *out[1:]]
+    raise ChainError(f"cannot replace the hidden state in a block output of type {type(out).__name__}")
+
+
+def _state_arg(args: tuple, kwargs: dict) -> tuple[torch.Tensor, Callable[[torch.Tensor], tuple[tuple, dict]]]:
+    """Split a block call into its hidden state and a function that rebuilds the call around a new one."""
+    if args and isinstance(args[0], torch.Tensor):
+        rest = args[1:]
+        return args[0], lambda h: ((h, *rest), kwargs)
+    for key in ("hidden_states", "x", "input", "src"):
+        if isinstance(kwargs.get(key), torch.Tensor):
+            return kwargs[key], lambda h, key=key: (args, {**kwargs, key: h})
+    raise ChainError("a block was called without a tensor as first argument or hidden_states= keyword")
+
+
+def _resolve_blocks(module: nn.Module, blocks: Sequence[str | nn.Module]) -> list[tuple[str, nn.Module]]:
+    named = dict(module.named_modules())
+    by_id = {id(m): n for n, m in named.items()}
+    found: list[tuple[str, nn.Module]] = []
+    for item in blocks:
+        if isinstance(item, nn.Module):
+            if id(item) not in by_id:
+                raise ChainError(f"blocks= names a {type(item).__name__} that is not a submodule of the model")
+            found.append((by_id[id(item)], item))
+            continue
+        # fnmatch's * also matches dots; a pattern names modules at its own nesting depth only.
+        depth = item.count(".")
+        matches = [
+            (n, m) for n, m in named.items() if n and n.count(".") == depth and fnmatch.fnmatchcase(n, item)
+        ]
+        if not matches:
+            raise NoBlocksError(f"blocks= pattern {item!r} matches no submodule of {type(module).__name__}")
+        found.extend(matches)
+    return found
+
+
+def _longest_module_list(module: nn.Module) -> list[tuple[str, nn.Module]] | None:
+    best: tuple[str, nn.ModuleList] | None = None
+    for name, sub in module.named_modules():
+        if isinstance(sub, nn.ModuleList) and len(sub) >= MIN_BLOCKS:
+            if best is None or len(sub) > len(best[1]):
+                best = (name, sub)
+    if best is None:
+        return None
+    prefix = best[0] + "." if best[0] else ""
+    return [(f"{prefix}{i}", m) for i, m in enumerate(best[1])]
+
+
+def chain_from_module(
+    cls: type[Chain],
+    module: nn.Module,
+    blocks: Sequence[str | nn.Module] | None,
+    example: torch.Tensor | None,
+) -> Chain:
+    if blocks is None and isinstance(module, ChainModule):
+        return cls(Step(name, fn, fn if isinstance(fn, nn.Module) else None) for name, fn in module.chain_steps(example))
+    if blocks is None and isinstance(module, nn.Sequential):
+        if len(module) == 0:
+            raise NoBlocksError("the nn.Sequential is empty: there are no blocks to probe")
+        return cls(Step(name, child, child) for name, child in module.named_children())
+    if blocks is not None:
+        found = _resolve_blocks(module, blocks)
+    else:
+        found = _longest_module_list(module)
+    if not found:
+        raise NoBlocksError(
+            f"no blocks found in {type(module).__name__}: looked for a depthscope ChainModule, an "
+            f"nn.Sequential, and an nn.ModuleList attribute of at least {MIN_BLOCKS} blocks. Pass "
+            "blocks=[submodule names or glob patterns], e.g. blocks=['encoder.layer.*']"
+        )
+    if example is None:
+        raise ChainError(
+            f"{type(module).__name__} calls its blocks inside its own forward; pass example=x so one "
+            "reference pass can record how each block is called (the chain is then bound to x)"
+        )
+    return cls(_hooked_steps(module, found, example))
+
+
+def _hooked_steps(module: nn.Module, blocks: list[tuple[str, nn.Module]], example: torch.Tensor) -> list[Step]:
+    calls: dict[int, list[tuple[tuple, dict, Any]]] = {i: [] for i in range(len(blocks))}
+    handles = []
+    for i, (_, block) in enumerate(blocks):
+        def pre(mod, args, kwargs, i=i):
+            calls[i].append((args, kwargs, None))
+
+        def post(mod, args, kwargs, out, i=i):
+            a, k, _ = calls[i][-1]
+            calls[i][-1] = (a, k, out)
+
+        handles.append(block.register_forward_pre_hook(pre, with_kwargs=True))
+        handles.append(block.register_forward_hook(post, with_kwargs=True))
+    try:
+        with torch.no_grad():
+            reference = first_tensor(module(example))
+    except (RuntimeError, ValueError, TypeError, IndexError) as err:
+        raise InputError(f"{type(module).__name__} failed on an input of shape {tuple(example.shape)}: {err}") from err
+    finally:
+        for h in handles:
+            h.remove()
+
+    for i, (name, _) in enumerate(blocks):
+        if len(calls[i]) != 1:
+            raise ChainError(
+                f"block {name!r} was called {len(calls[i])} times in one forward pass; a chain needs "
+                "each block called exactly once (pass blocks= to choose others)"
+            )
+    for i in range(len(blocks) - 1):
+        out_i = first_tensor(calls[i][0][2])
+        in_next, _ = _state_arg(calls[i + 1][0][0], calls[i + 1][0][1])
+        if out_i is not in_next and not (out_i.shape == in_next.shape and torch.equal(out_i, in_next)):
+            raise ChainError(
+                f"block {blocks[i + 1][0]!r} does not receive what block {blocks[i][0]!r} returned: the "
+                "model does more between blocks than passing the state on (an outer skip connection, "
+                "a concatenation). Wrap each block with its surroundings, or subclass ChainModule"
+            )
+
+    first_block = blocks[0][1]
+    last_block = blocks[-1][1]
+
+    def stem(x: torch.Tensor) -> torch.Tensor:
+        def stop(mod, args, kwargs):
+            raise _StopForward(_state_arg(args, kwargs)[0])
+
+        handle = first_block.register_forward_pre_hook(stop, with_kwargs=True)
+        try:
+            module(x)
+        except _StopForward as s:
+            return s.state
+        finally:
+            handle.remove()
+        raise ChainError(f"the first block {blocks[0][0]!r} was not called by the model's forward")
+
+    def make_block(block: nn.Module, args: tuple, kwargs: dict) -> Callable[[torch.Tensor], torch.Tensor]:
+        _, rebuild = _state_arg(args, kwargs)
+
+        def run(h: torch.Tensor) -> torch.Tensor:
+            a, k = rebuild(h)
+            return first_tensor(block(*a, **k))
+
+        return run
+
+    def head(h: torch.Tensor) -> torch.Tensor:
+        def swap(mod, args, kwargs, out):
+            return _replace_first(out, h)
+
+        handle = last_block.register_forward_hook(swap, with_kwargs=True)
+        try:
+            return first_tensor(module(example))
+        finally:
+            handle.remove()
+
+    steps = [Step("stem", stem, None)]
+    steps += [Step(name, make_block(block, *calls[i][0][:2]), block) for i, (name, block) in enumerate(blocks)]
+    steps.append(Step("head", head, None))
+
+    with torch.no_grad():
+        composed = Chain(steps)(example)
+    if composed.shape != reference.shape or not torch.allclose(
+        composed, reference, rtol=COMPOSITION_RTOL, atol=COMPOSITION_ATOL
+    ):
+        raise ChainError(
+            f"the chain found in {type(module).__name__} does not reproduce the model's output; "
+            "pass blocks= explicitly"
+        )
+    # The stem and head steps run the whole module; list it once so mode checks see every layer.
+    return [Step(s.name, s.fn, module) if s.module is None else s for s in steps]

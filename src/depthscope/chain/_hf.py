@@ -1,0 +1,90 @@
+"""Hugging Face adapter: a `transformers` model as a chain (embeddings, one step per layer, head).
+
+    stem:     input_ids (B, T) long -> embeddings output x_0 (B, T, hidden)
+    layer i:  (B, T, hidden) -> (B, T, hidden), called with the recorded attention mask
+    head:     last layer output -> last_hidden_state (GPT-2: the final LayerNorm ln_f; BERT: nothing)
+
+BERT is a Post-LN encoder, GPT-2 a Pre-LN decoder: the pair behind claims J3 and J4. Models are
+built from a config with random weights (``BertModel(BertConfig(...))``); depthscope never
+downloads weights. `transformers` is imported only to check the model's type.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from depthscope._errors import ChainError, InputError
+from depthscope.chain._chain import Chain
+
+# Where each supported architecture keeps its sequence of layers, inside its base model.
+# Other architectures fall back to the longest nn.ModuleList (see `Chain.from_module`).
+HF_LAYER_LISTS = {
+    "bert": "encoder.layer",
+    "gpt2": "h",
+}
+
+
+class _LastHiddenState(nn.Module):
+    """input_ids (B, T) -> last_hidden_state (B, T, hidden) of ``base``, with a fixed attention mask.
+
+    The probe's chain is built from this module so that the mask is part of the model and every
+    step takes a single tensor.
+    """
+
+    def __init__(self, base: nn.Module, attention_mask: torch.Tensor | None):
+        super().__init__()
+        self.base = base
+        self.attention_mask = attention_mask
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        # use_cache=False: no key/value cache object is created, recorded or mutated between calls.
+        out = self.base(input_ids=input_ids, attention_mask=self.attention_mask, use_cache=False)
+        return out.last_hidden_state
+
+
+def _check_model(model: nn.Module) -> None:
+    try:
+        from transformers import PreTrainedModel
+    except ImportError as err:  # pragma: no cover - exercised only without the extra
+        raise ImportError(
+            "chain_from_hf needs the Hugging Face extra: pip install 'depthscope[hf]'"
+        ) from err
+    if not isinstance(model, PreTrainedModel):
+        raise ChainError(f"chain_from_hf expects a transformers PreTrainedModel, got {type(model).__name__}")
+    active_dropout = [n for n, m in model.named_modules() if isinstance(m, nn.Dropout) and m.p > 0 and m.training]
+    if active_dropout:
+        raise ChainError(
+            f"{type(model).__name__} is in training mode with active dropout ({active_dropout[0]!r}, ...): "
+            "every pass would differ. Call model.eval() first (models built from a config start in train mode)"
+        )
+
+
+def chain_from_hf(
+    model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+) -> Chain:
+    """The chain of a Hugging Face BERT or GPT-2 model on ``input_ids``, bound to that input.
+
+    Args:
+        model: a ``transformers`` model in eval mode; a model with a task head (``BertForMaskedLM``,
+            ``GPT2LMHeadModel``) is reduced to its base model, whose ``last_hidden_state`` is the output.
+        input_ids: (B, T) long token ids.
+        attention_mask: (B, T) with 1 for real tokens and 0 for padding, or None (all real). It is
+            passed to every layer exactly as the model itself passes it.
+
+    Returns:
+        A chain of ``n_layers + 2`` steps: ``stem`` (embeddings), one step per layer (named by its
+        path, e.g. ``base.encoder.layer.0``), ``head``. Composed, it equals ``last_hidden_state``.
+    """
+    _check_model(model)
+    if input_ids.ndim != 2 or input_ids.dtype != torch.long:
+        raise InputError(f"input_ids must be (B, T) long token ids, got {tuple(input_ids.shape)} {input_ids.dtype}")
+    if attention_mask is not None and attention_mask.shape != input_ids.shape:
+        raise InputError(
+            f"attention_mask has shape {tuple(attention_mask.shape)}; it must match input_ids {tuple(input_ids.shape)}"
+        )
+    base = model.base_model
+    wrapper = _LastHiddenState(base, attention_mask)
+    path = HF_LAYER_LISTS.get(base.config.model_type)
+    blocks = list(base.get_submodule(path)) if path is not None else None
+    return Chain.from_module(wrapper, blocks=blocks, example=input_ids)

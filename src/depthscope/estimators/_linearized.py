@@ -1,0 +1,187 @@
+"""`LinearizedChain`: one forward pass that keeps, for every step, what is needed to apply its
+Jacobian J_k and its transpose J_k^T to many tangents cheaply.
+
+Why a double vjp and not ``torch.func.jvp``: on a CPU, functorch's forward mode is dominated by
+per-call overhead (measured here: 34 ms for J v through 64 width-256 blocks, against 2.8 ms for
+the double-vjp below). We record each step's graph once, y_k = f_k(x_k), and the graph of
+g_k(u) = J_k^T u built with ``create_graph``; then
+
+    J_k^T u = grad(y_k, x_k, u)        and        J_k v = grad(g_k, u, v)
+
+are plain autograd calls on retained graphs, and many tangents go through at once with
+``is_grads_batched``. Tangent batches have shape ``(P, B, *S_k)``: P tangents per example.
+"""
+
+from __future__ import annotations
+
+import warnings
+from contextlib import contextmanager
+from typing import Iterator, Sequence
+
+import torch
+
+from depthscope._errors import InputError, NonFiniteError
+from depthscope.chain._chain import Chain, run_step
+
+# Explicit Jacobians are built from this many basis tangents at a time (bounds peak memory).
+EXPLICIT_CHUNK = 512
+
+
+@contextmanager
+def _quiet_batching() -> Iterator[None]:
+    # is_grads_batched falls back to a loop for ops with no batching rule and says so; the
+    # result is still exact, so the performance notice is not the user's concern.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*performance drop.*")
+        warnings.filterwarnings("ignore", message=".*batching rule.*")
+        yield
+
+
+class LinearizedChain:
+    """A chain evaluated at one input, ready to apply each step's Jacobian to tangents.
+
+    Args:
+        chain: the chain.
+        x: input batch ``(B, *S_0)``. States before the first floating-point state (token ids
+            entering an embedding) are evaluated but not differentiated.
+
+    Attributes:
+        states: ``[x_0, ..., x_L]`` (detached).
+        start: index of the first differentiated step (the first step with a float input).
+        steps: indices ``start, ..., L-1`` of the differentiated steps.
+        n_in, n_out: per-example flattened sizes of each step's input and output.
+    """
+
+    def __init__(self, chain: Chain, x: torch.Tensor):
+        if not isinstance(x, torch.Tensor):
+            raise InputError(f"x must be a torch.Tensor, got {type(x).__name__}")
+        if x.ndim == 0:
+            raise InputError("x must have a batch dimension: shape (B, ...), got a scalar")
+        self.chain = chain
+        self.batch = x.shape[0]
+        states = [x.detach()]
+        start = None
+        self._x: dict[int, torch.Tensor] = {}
+        self._y: dict[int, torch.Tensor] = {}
+        self._u: dict[int, torch.Tensor] = {}
+        self._g: dict[int, torch.Tensor] = {}
+        if not x.is_floating_point() and x.dtype in (torch.complex64, torch.complex128):
+            raise InputError("complex inputs are not supported")
+        if x.is_floating_point() and not torch.isfinite(x).all():
+            raise NonFiniteError("the input x_0 contains NaN or Inf", step=-1, step_name="input")
+        for k, step in enumerate(chain.steps):
+            xk = states[-1]
+            if start is None and xk.is_floating_point():
+                start = k
+            if start is None:
+                with torch.no_grad():
+                    y = run_step(step, k, xk)
+            else:
+                xin = xk.detach().requires_grad_(True)
+                with torch.enable_grad():
+                    y = run_step(step, k, xin)
+                if not y.is_floating_point():
+                    raise InputError(
+                        f"step {k} ({step.name!r}) returns {y.dtype} from a floating-point input: "
+                        "the chain is not differentiable there"
+                    )
+                if not y.requires_grad:
+                    raise InputError(
+                        f"step {k} ({step.name!r}) output does not depend differentiably on its input "
+                        "(detached, or computed by a non-differentiable operation)"
+                    )
+                self._x[k], self._y[k] = xin, y
+            if y.is_floating_point() and not torch.isfinite(y).all():
+                raise NonFiniteError(
+                    f"NaN/Inf first appears in the output of step {k} ({step.name!r}); its input was "
+                    f"finite with max |x| = {xk.abs().max().item():.3g}",
+                    step=k,
+                    step_name=step.name,
+                )
+            states.append(y.detach())
+        if start is None:
+            raise InputError(
+                "no floating-point state in the chain: nothing to differentiate (integer inputs must "
+                "enter a step, such as an embedding, that returns floats)"
+            )
+        self.states = states
+        self.start = start
+        self.steps = list(range(start, len(chain)))
+        self.n_in = {k: states[k][0].numel() for k in self.steps}
+        self.n_out = {k: states[k + 1][0].numel() for k in self.steps}
+
+    # -- single steps -----------------------------------------------------------------------
+    def _ensure_double(self, k: int) -> None:
+        if k in self._g:
+            return
+        y = self._y[k]
+        u = torch.zeros_like(y, requires_grad=True)
+        with torch.enable_grad():
+            (g,) = torch.autograd.grad(y, self._x[k], u, create_graph=True, allow_unused=True)
+        if g is None or not g.requires_grad:
+            raise InputError(f"step {k} ({self.chain.steps[k].name!r}) has no Jacobian with respect to its input")
+        self._u[k], self._g[k] = u, g
+
+    def jvp(self, k: int, v: torch.Tensor) -> torch.Tensor:
+        """J_k v for tangents ``v: (P, B, *S_k)``; returns ``(P, B, *S_{k+1})``."""
+        self._ensure_double(k)
+        with _quiet_batching():
+            (out,) = torch.autograd.grad(self._g[k], self._u[k], v, retain_graph=True, is_grads_batched=True)
+        return out
+
+    def vjp(self, k: int, u: torch.Tensor) -> torch.Tensor:
+        """J_k^T u for cotangents ``u: (P, B, *S_{k+1})``; returns ``(P, B, *S_k)``."""
+        with _quiet_batching():
+            (out,) = torch.autograd.grad(
+                self._y[k], self._x[k], u, retain_graph=True, is_grads_batched=True, allow_unused=True
+            )
+        if out is None:
+            return torch.zeros(u.shape[0], *self._x[k].shape, dtype=u.dtype)
+        return out
+
+    def explicit(self, k: int) -> torch.Tensor:
+        """The exact Jacobian of step k per example, ``(B, n_out, n_in)``.
+
+        Built from whichever side is narrower: n_in basis tangents through J (columns), or n_out
+        basis cotangents through J^T (rows).
+        """
+        if self.n_out[k] < self.n_in[k]:
+            rows = self._basis_apply(self.vjp, k, self.states[k + 1])  # (B, n_in, n_out) = J^T
+            return rows.mT
+        return self._basis_apply(self.jvp, k, self.states[k])
+
+    def _basis_apply(self, op, k: int, like: torch.Tensor) -> torch.Tensor:
+        n, B = like[0].numel(), self.batch
+        cols = []
+        for lo in range(0, n, EXPLICIT_CHUNK):
+            hi = min(n, lo + EXPLICIT_CHUNK)
+            basis = torch.zeros(hi - lo, B, n, dtype=like.dtype)
+            basis[torch.arange(hi - lo), :, torch.arange(lo, hi)] = 1.0
+            out = op(k, basis.reshape(hi - lo, *like.shape))
+            cols.append(out.reshape(hi - lo, B, -1))
+        return torch.cat(cols, 0).permute(1, 2, 0)  # (B, n_result, n)
+
+    # -- every step at once (for Lanczos in lockstep) ---------------------------------------
+    def jvp_all(self, ks: Sequence[int], vs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """[J_k v_k for k in ks], each ``v_k: (P, B, *S_k)``, in one autograd call."""
+        for k in ks:
+            self._ensure_double(k)
+        with _quiet_batching():
+            return list(
+                torch.autograd.grad(
+                    [self._g[k] for k in ks], [self._u[k] for k in ks], list(vs), retain_graph=True,
+                    is_grads_batched=True,
+                )
+            )
+
+    def vjp_all(self, ks: Sequence[int], us: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """[J_k^T u_k for k in ks], each ``u_k: (P, B, *S_{k+1})``, in one autograd call."""
+        with _quiet_batching():
+            outs = torch.autograd.grad(
+                [self._y[k] for k in ks], [self._x[k] for k in ks], list(us), retain_graph=True,
+                is_grads_batched=True, allow_unused=True,
+            )
+        return [
+            o if o is not None else torch.zeros(u.shape[0], *self._x[k].shape, dtype=u.dtype)
+            for k, u, o in zip(ks, us, outs)
+        ]

@@ -1,0 +1,128 @@
+"""Lyapunov exponents of a chain by Benettin's method (QR after every step).
+
+The exponents are per step: lambda_i = (1/L) sum_k log |R_ii^(k)|, the average log growth of the
+i-th direction of a frame pushed through J_1, ..., J_L and re-orthonormalised at every step.
+Negative: the i-th direction vanishes; positive: it explodes; zero: marginal (claim V10).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+import torch.autograd.forward_ad as fwAD
+
+from depthscope._errors import InputError, NonFiniteError
+from depthscope.chain._chain import Chain, run_step
+from depthscope.estimators._propagate import benettin_step
+
+ApplyFn = Callable[[int, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class LyapunovResult:
+    """Lyapunov exponents.
+
+    Attributes:
+        exponents: ``(k,)`` per step, natural log, descending, averaged over the batch.
+        per_example: ``(B, k)`` before averaging.
+        steps: number of steps averaged over.
+    """
+
+    exponents: torch.Tensor
+    per_example: torch.Tensor
+    steps: int
+
+
+def random_frame(k: int, like: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """A random orthonormal frame ``(k, B, *S)`` for each example of ``like: (B, *S)``."""
+    B = like.shape[0]
+    n = like[0].numel()
+    g = torch.randn(B, n, k, generator=generator, dtype=like.dtype)
+    q, _ = torch.linalg.qr(g)
+    return q.permute(2, 0, 1).reshape(k, *like.shape)
+
+
+def benettin(apply: ApplyFn, ks: Sequence[int], q0: torch.Tensor, n_out: dict[int, int]) -> LyapunovResult:
+    """Benettin's algorithm over the steps ``ks`` with ``apply(k, Q) = J_k Q``.
+
+    The frame shrinks to the smallest dimension met along the way (directions beyond it vanish).
+    """
+    q = q0
+    total = torch.zeros(q0.shape[0], q0.shape[1], dtype=q0.dtype)
+    for k in ks:
+        keep = min(q.shape[0], n_out[k])
+        q, logs = benettin_step(q, apply(k, q), keep)
+        total = total[:keep] + logs
+    per_example = (total / max(1, len(ks))).T  # (B, keep)
+    per_example = per_example.sort(dim=1, descending=True).values
+    return LyapunovResult(per_example.mean(0), per_example, len(ks))
+
+
+def _stream_apply(step, k: int, x: torch.Tensor, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(f_k(x), J_k Q) by forward-mode dual numbers, one pass per direction; ``q: (m, B, *S_k)``.
+
+    For small maps iterated many times this costs a few tens of microseconds a step, about 50x
+    less than building a reverse-mode graph per step.
+    """
+    if step.jvp is not None:
+        with torch.no_grad():
+            return step.jvp(x, q)
+    outs = []
+    y = None
+    with torch.no_grad(), fwAD.dual_level():
+        for i in range(q.shape[0]):
+            primal, tangent = fwAD.unpack_dual(run_step(step, k, fwAD.make_dual(x, q[i])))
+            if tangent is None:
+                raise InputError(f"step {k} ({step.name!r}) output does not depend differentiably on its input")
+            y = primal
+            outs.append(tangent)
+    return y, torch.stack(outs)
+
+
+def lyapunov(chain: Chain, x: torch.Tensor, k: int = 1, seed: int = 0, transient: int = 0) -> LyapunovResult:
+    """Top-``k`` Lyapunov exponents (per step) of ``chain`` started at ``x: (B, *S_0)``.
+
+    Streams over the steps (nothing is kept from earlier steps), so chains of 10^5 steps of a small
+    map run in seconds and fit in memory. The first ``transient`` steps align the random starting
+    frame and are not averaged (their effect on the mean decays like 1/L, not faster). `probe` runs the same Benettin update on its own
+    linearisation of the chain.
+
+    Raises:
+        NonFiniteError: the state became NaN/Inf at some step (named).
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if transient < 0:
+        raise ValueError(f"transient must be >= 0, got {transient}")
+    gen = torch.Generator().manual_seed(seed)
+    state = x.detach()
+    q = None
+    total = torch.zeros(0)
+    count = 0
+    for idx, step in enumerate(chain.steps):
+        if not state.is_floating_point():
+            with torch.no_grad():
+                state = run_step(step, idx, state)
+            continue
+        if q is None:
+            q = random_frame(min(k, state[0].numel()), state, gen)
+            total = torch.zeros(q.shape[0], state.shape[0], dtype=state.dtype)
+        y, z = _stream_apply(step, idx, state, q)
+        if not torch.isfinite(y).all() or not torch.isfinite(z).all():
+            raise NonFiniteError(
+                f"NaN/Inf first appears at step {idx} ({step.name!r})", step=idx, step_name=step.name
+            )
+        q, logs = benettin_step(q, z, min(q.shape[0], y[0].numel()))
+        total = total[: q.shape[0]]
+        if idx >= transient:
+            total = total + logs
+            count += 1
+        state = y
+    if q is None:
+        raise InputError("the chain has no floating-point state: nothing to differentiate")
+    if count == 0:
+        raise ValueError(f"transient={transient} leaves no step to average over ({len(chain)} steps)")
+    per_example = (total / count).T.sort(dim=1, descending=True).values
+    return LyapunovResult(per_example.mean(0), per_example, count)

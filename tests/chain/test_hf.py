@@ -1,0 +1,130 @@
+"""The Hugging Face adapter on tiny random BERT (Post-LN) and GPT-2 (Pre-LN) models, offline."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+
+transformers = pytest.importorskip("transformers")
+
+import torch  # noqa: E402
+from torch.func import jacrev, jvp  # noqa: E402
+
+from depthscope import ChainError, InputError  # noqa: E402
+from depthscope.chain._hf import chain_from_hf  # noqa: E402
+
+VOCAB, HIDDEN, SEQ = 50, 32, 7
+# The hooked chain re-evaluates the same float32 graph; it matches the model to rounding.
+F32_TOL = 1e-5
+
+
+def _bert(layers: int = 3, attn: str = "sdpa") -> torch.nn.Module:
+    config = transformers.BertConfig(
+        vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=layers, num_attention_heads=2,
+        intermediate_size=2 * HIDDEN, max_position_embeddings=16, attn_implementation=attn,
+    )
+    torch.manual_seed(0)
+    return transformers.BertModel(config).eval()
+
+
+def _gpt2(layers: int = 2, attn: str = "sdpa", lm_head: bool = False) -> torch.nn.Module:
+    config = transformers.GPT2Config(
+        vocab_size=VOCAB, n_embd=HIDDEN, n_layer=layers, n_head=2, n_positions=16,
+        bos_token_id=0, eos_token_id=0, attn_implementation=attn,
+    )
+    torch.manual_seed(0)
+    cls = transformers.GPT2LMHeadModel if lm_head else transformers.GPT2Model
+    return cls(config).eval()
+
+
+def _batch() -> tuple[torch.Tensor, torch.Tensor]:
+    """Two sequences; the second is padded after 5 tokens."""
+    ids = torch.randint(1, VOCAB, (2, SEQ), generator=torch.Generator().manual_seed(1))
+    mask = torch.ones(2, SEQ, dtype=torch.long)
+    mask[1, 5:] = 0
+    return ids, mask
+
+
+MODELS = {
+    "bert": (_bert, "base.encoder.layer.{}"),
+    "gpt2": (_gpt2, "base.h.{}"),
+}
+
+
+@pytest.mark.parametrize("kind", MODELS)
+@pytest.mark.parametrize("layers", [2, 3])
+def test_chain_composes_to_the_model_with_padding(kind, layers):
+    build, layer_name = MODELS[kind]
+    model = build(layers)
+    ids, mask = _batch()
+    chain = chain_from_hf(model, ids, mask)
+    assert len(chain) == layers + 2
+    assert chain.names == ["stem", *[layer_name.format(i) for i in range(layers)], "head"]
+    with torch.no_grad():
+        expected = model(input_ids=ids, attention_mask=mask).last_hidden_state
+        states = chain.states(ids)
+    assert states[1].dtype == torch.float32 and states[1].shape == (2, SEQ, HIDDEN)  # x_0: embeddings
+    torch.testing.assert_close(states[-1], expected, rtol=F32_TOL, atol=F32_TOL)
+
+
+def test_without_a_mask_the_chain_matches_the_unmasked_model():
+    model = _bert(2)
+    ids, mask = _batch()
+    chain = chain_from_hf(model, ids)
+    with torch.no_grad():
+        unmasked = model(input_ids=ids).last_hidden_state
+        masked = model(input_ids=ids, attention_mask=mask).last_hidden_state
+        out = chain(ids)
+    torch.testing.assert_close(out, unmasked, rtol=F32_TOL, atol=F32_TOL)
+    assert not torch.allclose(out[1], masked[1], rtol=F32_TOL, atol=F32_TOL)
+
+
+def test_a_task_head_model_is_reduced_to_its_base():
+    model = _gpt2(2, lm_head=True)
+    ids, mask = _batch()
+    chain = chain_from_hf(model, ids, mask)
+    assert len(chain) == 4
+    with torch.no_grad():
+        expected = model.transformer(input_ids=ids, attention_mask=mask).last_hidden_state
+        torch.testing.assert_close(chain(ids), expected, rtol=F32_TOL, atol=F32_TOL)
+
+
+@pytest.mark.parametrize("kind", MODELS)
+def test_layer_steps_carry_the_mask_and_support_torch_func(kind):
+    # Eager attention: torch 2.13's CPU SDPA kernel has no forward-mode derivative (jvp raises
+    # NotImplementedError); reverse mode works with either.
+    model = MODELS[kind][0](2, attn="eager").double()
+    ids, mask = _batch()
+    chain = chain_from_hf(model, ids, mask)
+    h = chain.states(ids)[1].detach()
+    layer = chain[1]
+    jac = jacrev(layer)(h).reshape(2, SEQ, HIDDEN, 2, SEQ, HIDDEN)
+    # Padded positions of example 1 never reach its real positions; examples never mix.
+    assert jac[1, :5, :, 1, 5:, :].abs().max() == 0
+    assert jac[0, :, :, 1].abs().max() == 0 and jac[1, :, :, 0].abs().max() == 0
+    v = torch.randn(h.shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    with warnings.catch_warnings():
+        # torch scripts its jvp decompositions on first use and warns that torch.jit.script is deprecated.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        _, jv = jvp(layer, (h,), (v,))
+    dense = jac.reshape(h.numel(), h.numel())
+    torch.testing.assert_close(jv.reshape(-1), dense @ v.reshape(-1), rtol=1e-10, atol=1e-10)
+
+
+def test_training_mode_with_dropout_is_refused():
+    model = _bert(2).train()
+    ids, mask = _batch()
+    with pytest.raises(ChainError, match="eval"):
+        chain_from_hf(model, ids, mask)
+
+
+def test_bad_inputs_are_refused():
+    model = _gpt2(2)
+    ids, mask = _batch()
+    with pytest.raises(InputError, match="attention_mask"):
+        chain_from_hf(model, ids, mask[:, :3])
+    with pytest.raises(InputError, match="long"):
+        chain_from_hf(model, ids.float(), mask)
+    with pytest.raises(ChainError, match="PreTrainedModel"):
+        chain_from_hf(torch.nn.Linear(2, 2), ids, mask)

@@ -1,0 +1,131 @@
+"""The probe's estimators against exact oracles (float64, small random chains)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import depthscope as ds
+from tests.oracles import cumulative, step_jacobians
+
+# Hutchinson with 16 Rademacher probes on these near-isometric residual steps: relative standard
+# deviation of ||J||_F^2 is below 2%, so 5% on ||J||_F is a > 4-sigma bound.
+HUTCHINSON_RTOL = 0.05
+# Lanczos stops at a residual bound of 1% of lambda, i.e. <= 0.5% on sigma.
+SIGMA_RTOL = 0.01
+
+
+def _chain(kind: str, gen: torch.Generator) -> ds.Chain:
+    torch.manual_seed(int(torch.randint(0, 1000, (1,), generator=gen)))
+    if kind == "plain":
+        layers = []
+        for _ in range(5):
+            layers += [nn.Linear(6, 6), nn.Tanh()]
+        return ds.Chain([nn.Sequential(layers[i], layers[i + 1]) for i in range(0, 10, 2)])
+    if kind == "residual":
+        blocks = [ds.create_model("resnet_mlp", depth=5, width=6, activation="tanh").double().blocks[i] for i in range(5)]
+        return ds.Chain(blocks)
+    if kind == "mixed":
+        return ds.Chain([nn.Sequential(nn.Linear(5, 7), nn.Tanh()), nn.Sequential(nn.Linear(7, 7), nn.ReLU()),
+                         nn.Linear(7, 3), nn.Sequential(nn.Linear(3, 6), nn.Sigmoid())])
+    raise ValueError(kind)
+
+
+@pytest.mark.parametrize("kind", ["plain", "residual", "mixed"])
+@pytest.mark.parametrize("exact", [False, True])
+def test_probe_matches_oracle(kind: str, exact: bool, gen: torch.Generator) -> None:
+    chain = _chain(kind, gen)
+    for s in chain:
+        s.module.double()
+    x = torch.randn(3, _in(chain), dtype=torch.float64, generator=gen)
+    Js, states = step_jacobians(chain, x)
+    rep = ds.probe(chain, x, exact=exact, lyapunov=2, seed=1)
+    for b, J in zip(rep.blocks, Js):
+        s = torch.linalg.svdvals(J)
+        n_in = J.shape[2]
+        assert b.local_fro == pytest.approx(float((J.flatten(1).norm(dim=1) / n_in**0.5).mean()), rel=1e-10)
+        assert b.local_sigma_max == pytest.approx(float(s[:, 0].mean()), rel=1e-10 if exact else SIGMA_RTOL)
+        if J.shape[1] == J.shape[2]:
+            assert b.local_sigma_min == pytest.approx(float(s[:, -1].mean()), rel=1e-10 if exact else SIGMA_RTOL)
+            gap = torch.linalg.svdvals(J - torch.eye(n_in, dtype=J.dtype))[:, 0]
+            assert b.identity_gap == pytest.approx(float(gap.mean()), rel=1e-10 if exact else SIGMA_RTOL)
+        else:
+            assert b.local_sigma_min is None and b.identity_gap is None
+    for b, M in zip(rep.blocks, cumulative(Js)):
+        expect = float(torch.log(M.flatten(1).norm(dim=1) / M.shape[2] ** 0.5).mean())
+        assert b.cum_log_fro == pytest.approx(expect, abs=1e-9)
+    # gradients: autograd through the whole chain for the same default loss direction
+    xg = x.clone().requires_grad_(True)
+    hs = [xg]
+    for step in chain:
+        hs.append(step.fn(hs[-1]))
+        hs[-1].retain_grad()
+    g = torch.randn(hs[-1][0].shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    rep2 = ds.probe(chain, x, loss=lambda out: (out * g).sum(), lyapunov=0, exact=exact)
+    (hs[-1] * g).sum().backward()
+    norms = [h.grad.norm(dim=1) if h is not xg else xg.grad.norm(dim=1) for h in hs]
+    for k, b in enumerate(rep2.blocks):
+        assert b.grad_log_norm == pytest.approx(float(torch.log(norms[k]).mean()), abs=1e-9)
+        assert b.grad_ratio == pytest.approx(float(torch.exp(torch.log(norms[k] / norms[k + 1]).mean())), rel=1e-9)
+
+
+def _in(chain: ds.Chain) -> int:
+    first = chain.steps[0].module
+    lin = first if isinstance(first, nn.Linear) else next(m for m in first.modules() if isinstance(m, nn.Linear))
+    return lin.in_features
+
+
+def test_matrix_free_matches_oracle(gen: torch.Generator) -> None:
+    torch.manual_seed(3)
+    m = ds.create_model("resnet_mlp", depth=6, width=48).double()
+    x = torch.randn(2, 48, dtype=torch.float64, generator=gen)
+    chain = ds.Chain.from_module(m)
+    Js, _ = step_jacobians(chain, x)
+    rep = ds.probe(m, x, method="matrix-free", lyapunov=0, probes=16)
+    for b, J in zip(rep.blocks, Js):
+        s = torch.linalg.svdvals(J)
+        fro = float((J.flatten(1).norm(dim=1) / J.shape[2] ** 0.5).mean())
+        assert b.method == "matrix-free"
+        assert b.local_sigma_max == pytest.approx(float(s[:, 0].mean()), rel=SIGMA_RTOL)
+        if b.name.startswith("blocks"):
+            assert b.local_fro == pytest.approx(fro, rel=HUTCHINSON_RTOL)
+            gap = torch.linalg.svdvals(J - torch.eye(48, dtype=J.dtype))[:, 0]
+            assert b.identity_gap == pytest.approx(float(gap.mean()), rel=SIGMA_RTOL)
+            # Weyl: a lower bound, never above the truth
+            assert b.sigma_min_kind == "weyl-lower-bound"
+            assert b.local_sigma_min <= float(s[:, -1].mean()) + 1e-9
+
+
+def test_hutchinson_cumulative_on_wide_input(gen: torch.Generator) -> None:
+    """Beyond EXACT_CUMULATIVE_MAX_DIM the cumulative norms are Hutchinson estimates; the end-to-end
+    gain through a narrow head is exact."""
+    torch.manual_seed(4)
+    m = ds.create_model("resnet_mlp", depth=3, width=300, out_dim=4).double()
+    x = torch.randn(1, 300, dtype=torch.float64, generator=gen)
+    Js, _ = step_jacobians(ds.Chain.from_module(m), x)
+    rep = ds.probe(m, x, lyapunov=0)
+    assert rep.settings["cumulative"].startswith("hutchinson")
+    cums = cumulative(Js)
+    for b, M in list(zip(rep.blocks, cums))[:-1]:
+        expect = float(torch.log(M.flatten(1).norm(dim=1) / M.shape[2] ** 0.5).mean())
+        assert abs(b.cum_log_fro - expect) < math.log(1 + HUTCHINSON_RTOL)
+    M = cums[-1]
+    assert rep.blocks[-1].cum_log_fro == pytest.approx(float(torch.log(M.norm() / 300**0.5)), abs=1e-9)
+
+
+def test_lyapunov_against_product_singular_values(gen: torch.Generator) -> None:
+    """Lyapunov exponents = lim (1/L) log sigma_i(J(0 -> L)); at L = 300 they agree to O(1/L)."""
+    torch.manual_seed(5)
+    W = torch.randn(4, 4, dtype=torch.float64) / 2
+    chain = ds.Chain.repeat(lambda h: h @ W.T, 300)
+    x = torch.randn(1, 4, dtype=torch.float64, generator=gen)
+    rep = ds.probe(chain, x, lyapunov=3)
+    # product of one fixed matrix: exponents are log |eigenvalues| (descending)
+    expect = sorted(torch.log(torch.linalg.eigvals(W).abs()).tolist(), reverse=True)[:3]
+    assert np.allclose(rep.lyapunov, expect, atol=0.03)
+    stream = ds.lyapunov(chain, x, k=3, transient=50)
+    assert np.allclose(stream.exponents.tolist(), expect, atol=0.01)

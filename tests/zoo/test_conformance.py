@@ -1,0 +1,85 @@
+"""Every registered model, built at its tiny size, must work as a chain (timm-style conformance).
+
+The list is read from the registry when the tests are collected, so a newly registered model is
+tested for free.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import depthscope
+
+SEED = 0
+BATCH = 2
+# A ChainModule's forward is the composition of its steps, so chain and model agree to round-off;
+# float32 re-evaluation of identical operations should in fact agree exactly.
+COMPOSE_RTOL = 1e-5
+COMPOSE_ATOL = 1e-6
+MIN_CHAIN_STEPS = 3  # stem, at least one block, head
+
+MODEL_NAMES = depthscope.list_models()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    """Tiny models gain nothing from intra-op threads, and on a busy machine OpenMP's barriers make
+    them hundreds of times slower; run this module single-threaded and restore the setting."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def _build(name: str) -> tuple[depthscope.ChainModule, torch.Tensor]:
+    torch.manual_seed(SEED)
+    spec = depthscope.model_spec(name)
+    model = spec.factory(**spec.tiny)
+    x = model.example_input(BATCH, torch.Generator().manual_seed(SEED))
+    return model, x
+
+
+def _output(out: object) -> torch.Tensor:
+    assert isinstance(out, torch.Tensor), f"model returned a {type(out).__name__}, expected a tensor"
+    return out
+
+
+def test_registry_is_populated() -> None:
+    assert len(MODEL_NAMES) >= 1
+    for name in ("plain_mlp", "resnet_mlp", "rezero_mlp", "fixup_mlp", "resnet20", "procresnet", "densenet_mlp"):
+        assert name in MODEL_NAMES
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_forward_backward(name: str) -> None:
+    model, x = _build(name)
+    assert isinstance(model, depthscope.ChainModule)
+    assert x.shape[0] == BATCH
+    y = _output(model(x))
+    assert y.shape[0] == BATCH
+    assert torch.isfinite(y).all(), f"{name}: non-finite output"
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if not params:
+        return
+    # A fixed random projection of the output, so no entry's gradient cancels by symmetry.
+    w = torch.randn(y.shape, generator=torch.Generator().manual_seed(SEED + 1), dtype=y.dtype)
+    (y * w).sum().backward()
+    for pname, p in params:
+        assert p.grad is not None, f"{name}: parameter {pname} received no gradient"
+        assert torch.isfinite(p.grad).all(), f"{name}: parameter {pname} has a non-finite gradient"
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_chain_composes_to_model(name: str) -> None:
+    model, x = _build(name)
+    model.eval()  # BatchNorm and dropout: chains are probed in eval mode
+    chain = depthscope.Chain.from_module(model, example=x)
+    assert len(chain) >= MIN_CHAIN_STEPS, f"{name}: chain has only {len(chain)} steps"
+    with torch.no_grad():
+        expected = _output(model(x))
+        states = chain.states(x)  # raises NonFiniteError naming the step if a NaN/Inf appears
+    got = states[-1]
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got, expected, rtol=COMPOSE_RTOL, atol=COMPOSE_ATOL)
+    assert len(states) == len(chain) + 1
