@@ -40,25 +40,6 @@ HENON_STEPS = 20_000
 HENON_RTOL = 0.02
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Benettin runs a tiny QR per step; on a loaded 2-core machine torch's intra-op threads make
-    each one ~300x slower (2.6 ms against 8 us measured), so these long runs use one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _forward_ad_warmed_up():
-    # torch's first forward-AD call scripts its jvp decompositions with torch.jit.script, which
-    # warns DeprecationWarning once per process (torch 2.13); the suite turns warnings into errors.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.func.jvp(torch.sin, (torch.zeros(1),), (torch.ones(1),))
-
-
 def _rand(*shape, seed=0, scale=1.0, shift=0.0):
     g = torch.Generator().manual_seed(seed)
     return shift + scale * torch.randn(*shape, generator=g, dtype=F64)

@@ -23,24 +23,6 @@ TRANSIENT = 1000
 EXACT_TOL = 1e-10
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One QR per step; on a loaded 2-core machine torch's intra-op threads slow small QRs badly."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _forward_ad_warmed_up():
-    # torch's first forward-AD call scripts its jvp decompositions with torch.jit.script, which
-    # warns DeprecationWarning once per process (torch 2.13); the suite turns warnings into errors.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.func.jvp(torch.sin, (torch.zeros(1),), (torch.ones(1),))
-
-
 def _h0(B: int = 1, seed: int = 1) -> torch.Tensor:
     return torch.randn(B, N, generator=torch.Generator().manual_seed(seed), dtype=F64)
 
@@ -52,12 +34,7 @@ def chaotic():
     chain = rate_chain(J, DT, STEPS)
     with torch.no_grad():
         states = chain.states(_h0())
-    before = torch.get_num_threads()  # module scope: set up before the per-test one_thread
-    torch.set_num_threads(1)
-    try:
-        res = lyapunov(chain, _h0(), k=N, transient=TRANSIENT)
-    finally:
-        torch.set_num_threads(before)
+    res = lyapunov(chain, _h0(), k=N, transient=TRANSIENT)
     return J, states, res
 
 

@@ -27,16 +27,6 @@ PAPER_PARAMS_M = {"resnet20": 0.27, "resnet56": 0.85, "resnet110": 1.7}
 EXACT_PARAMS = {"resnet20": 269_722, "resnet56": 853_018, "resnet110": 1_727_962}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy machine OpenMP's barriers make
-    them hundreds of times slower; run this module single-threaded and restore the setting."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _n_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

@@ -22,16 +22,6 @@ MIN_CHAIN_STEPS = 3  # stem, at least one block, head
 MODEL_NAMES = depthscope.list_models()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy machine OpenMP's barriers make
-    them hundreds of times slower; run this module single-threaded and restore the setting."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _build(name: str) -> tuple[depthscope.ChainModule, torch.Tensor]:
     torch.manual_seed(SEED)
     spec = depthscope.model_spec(name)

@@ -14,16 +14,6 @@ SEED = 0
 ORACLE_ATOL = 1e-10
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy machine OpenMP's barriers make
-    them hundreds of times slower; run this module single-threaded and restore the setting."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _states(model: DenseNet, x: torch.Tensor) -> list[torch.Tensor]:
     return depthscope.Chain.from_module(model, example=x).states(x)
 

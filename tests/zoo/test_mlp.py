@@ -25,16 +25,6 @@ FLOAT32_INIT_ATOL = 1e-6
 STD_RTOL = 0.06
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy machine OpenMP's barriers make
-    them hundreds of times slower; run this module single-threaded and restore the setting."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _block_jacobian(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """d block(x) / d x for one example x: (D,) -> (D_out, D)."""
     return jacrev(lambda v: block(v.unsqueeze(0)).squeeze(0))(x)

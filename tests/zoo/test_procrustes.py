@@ -22,16 +22,6 @@ PROJECTION_ATOL = 1e-4
 ORACLE_ATOL = 1e-9
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy machine OpenMP's barriers make
-    them hundreds of times slower; run this module single-threaded and restore the setting."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _circular_operator(weight: torch.Tensor, n: tuple[int, int]) -> torch.Tensor:
     """The explicit (c_out n_h n_w) x (c_in n_h n_w) matrix of the circular, stride-1 convolution."""
     c_out, c_in, kh, kw = weight.shape

@@ -7,6 +7,7 @@ import torch
 from torch.func import jacrev
 
 import depthscope
+import depthscope.dynamics
 from depthscope.zoo import rnn
 
 # Exact oracles in float64: the same products evaluated in another order agree to ~1e-15 relative;
@@ -104,7 +105,7 @@ def test_linear_rnn_gradient_vanishes_or_explodes_with_the_radius(g, vanishes):
     # Claim V9 at exact spectral radius g: ||W^T||_2 >= rho^T, and -> ~rho^T for large T.
     n, T = 16, 40
     w = rnn.recurrent_weight(n, g, "spectral", torch.Generator().manual_seed(10)).double()
-    chain = rnn.linear_recurrence_chain(w, T)
+    chain = depthscope.dynamics.linear_map(w, T)
     assert len(chain) == T
     jac = jacrev(chain)(torch.randn(1, n, dtype=torch.float64)).reshape(n, n)
     torch.testing.assert_close(jac, torch.linalg.matrix_power(w, T), rtol=F64_RTOL, atol=F64_ATOL)
@@ -126,7 +127,7 @@ def test_rate_network_chain_and_coupling():
     assert chain.names == ["stem", *[f"t={k}" for k in range(1, K + 1)], "head"]
     torch.testing.assert_close(chain(x), model(x), rtol=0, atol=0)
     n, g = 400, 2.0
-    j = rnn.rate_coupling(n, g, torch.Generator().manual_seed(13))
+    j = depthscope.dynamics.rate_coupling(n, g, seed=13)
     assert torch.equal(torch.diagonal(j), torch.zeros(n))
     off = j[~torch.eye(n, dtype=torch.bool)]
     # 159,600 samples: the sample variance is within ~0.4% (one sigma) of g^2/N; 3% is > 7 sigma.
@@ -143,7 +144,7 @@ def test_rate_network_euler_step_jacobian():
     expected = (1 - dt) * torch.eye(n, dtype=torch.float64) + dt * j @ torch.diag(1 - torch.tanh(h[0]) ** 2)
     torch.testing.assert_close(jac, expected, rtol=F64_RTOL, atol=F64_ATOL)
     # The free-standing chain has the same steps.
-    chain = rnn.rate_network_chain(j, dt, 3)
+    chain = depthscope.dynamics.rate_chain(j, dt, 3)
     torch.testing.assert_close(chain(h), model(h), rtol=F64_RTOL, atol=F64_ATOL)
     with pytest.raises(ValueError, match="dt"):
         rnn.rate_network(N=4, dt=1.5)

@@ -25,16 +25,6 @@ WIDTH = 6
 ORACLE_ATOL = 1e-10
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy machine OpenMP's barriers make
-    them hundreds of times slower; run this module single-threaded and restore the setting."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _jacobian(block: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     """d block(x)/dx for one example x of any shape, flattened to (numel, numel)."""
     jac = jacrev(lambda v: block(v.unsqueeze(0)).squeeze(0))(x)

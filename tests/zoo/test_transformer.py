@@ -19,15 +19,6 @@ TINY = dict(depth=2, d_model=16, n_heads=2, d_ff=32, seq_len=6, vocab=11)
 F64_TOL = 1e-10
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _forward_ad_warmed_up():
-    # torch's first forward-AD call scripts its jvp decompositions with torch.jit.script, which
-    # warns DeprecationWarning once per process (torch 2.13); the suite turns warnings into errors.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        jvp(torch.sin, (torch.zeros(1),), (torch.ones(1),))
-
-
 def _build(name: str, seed: int = 0, **kw) -> tf.Transformer:
     torch.manual_seed(seed)
     return depthscope.create_model(name, **{**TINY, **kw})

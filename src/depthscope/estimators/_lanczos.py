@@ -59,7 +59,10 @@ def lanczos_top_eigenvalue(
     max_iter = max(1, min(max_iter, N))
     norm0 = v0.norm(dim=1, keepdim=True)
     q = torch.where(norm0 > 0, v0 / norm0.clamp_min(torch.finfo(dtype).tiny), torch.zeros_like(v0))
-    Q = [q]
+    # The Krylov basis lives in one preallocated buffer: restacking a growing list every iteration
+    # copied O(j M N) numbers per iteration and dominated wide problems.
+    Q = torch.empty(M, max_iter, N, dtype=dtype)
+    Q[:, 0] = q
     alphas: list[torch.Tensor] = []
     betas: list[torch.Tensor] = []
     value = torch.zeros(M, dtype=dtype)
@@ -70,9 +73,10 @@ def lanczos_top_eigenvalue(
         w = matvec(q)
         a = (q * w).sum(1)
         alphas.append(a)
-        basis = torch.stack(Q, 1)  # (M, j, N)
+        basis = Q[:, :it]  # (M, j, N), a view
         for _ in range(2):  # classical Gram-Schmidt twice: full reorthogonalisation
-            w = w - torch.einsum("mj,mjn->mn", torch.einsum("mjn,mn->mj", basis, w), basis)
+            coef = torch.bmm(basis, w.unsqueeze(2))  # (M, j, 1)
+            w = w - torch.bmm(basis.transpose(1, 2), coef).squeeze(2)
         b = w.norm(dim=1)
         scale = torch.maximum(scale, a.abs() + b)
         T = torch.diag_embed(torch.stack(alphas, 1))
@@ -88,7 +92,7 @@ def lanczos_top_eigenvalue(
             break
         q = torch.where(broken[:, None], torch.zeros_like(w), w / b.clamp_min(torch.finfo(dtype).tiny)[:, None])
         betas.append(torch.where(broken, torch.zeros_like(b), b))
-        Q.append(q)
+        Q[:, it] = q
     tiny = torch.finfo(dtype).tiny
     converged = (residual <= rtol * value.abs().clamp_min(tiny)) | (residual <= BREAKDOWN_RTOL * scale.clamp_min(tiny))
     return LanczosResult(value=value.clamp_min(0.0), residual=residual, iterations=it, converged=converged)

@@ -16,8 +16,8 @@ so the product of the T step Jacobians is d h_T / d h_0 (W^T for the linear RNN)
 network is autonomous; its input is the initial state h(0) (B, N), its stem and head are
 identities, and its K Euler steps are the steps in between.
 
-``linear_recurrence_chain`` and ``rate_network_chain`` build the bare recurrence (no stem, no
-head) as a `depthscope.Chain` from given matrices.
+The bare recurrences (no stem, no head) are chains of `depthscope.dynamics`: ``linear_map``,
+``tanh_rnn``, ``rate_chain``.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from torch import nn
 from depthscope._errors import InputError
 from depthscope.chain._chain import Chain
 from depthscope.chain._module import ChainModule
+from depthscope.dynamics._rate import rate_coupling
 from depthscope.zoo._registry import register_model
 
 RNN_INITS = ("gaussian", "orthogonal", "spectral")
@@ -180,13 +181,6 @@ def rnn_tanh(
     return RNN(cell, hidden, input_dim, seq_len, out_dim)
 
 
-@torch.no_grad()
-def rate_coupling(n: int, g: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """J (n, n) with J_ij ~ N(0, g^2/n) and J_ii = 0 (Engelken et al. 2020)."""
-    j = torch.randn(n, n, generator=generator) * (g / math.sqrt(n))
-    return j.fill_diagonal_(0.0)
-
-
 class EulerRateStep(nn.Module):
     """h -> h + dt (-h + J tanh(h)) = (1 - dt) h + dt J tanh(h); h: (B, N).
 
@@ -239,17 +233,8 @@ def rate_network(N: int = 128, g: float = 2.0, dt: float = 0.1, steps: int = 100
     _check(N=N, steps=steps)
     if not 0.0 < dt <= 1.0:
         raise ValueError(f"dt must lie in (0, 1] for an Euler step of a unit time constant, got {dt}")
-    return RateNetwork(EulerRateStep(rate_coupling(N, g), dt), steps)
+    # The coupling is drawn from the global RNG, like every other zoo initialisation.
+    seed = int(torch.randint(0, 2**31 - 1, ()).item())
+    return RateNetwork(EulerRateStep(rate_coupling(N, g, seed).to(torch.get_default_dtype()), dt), steps)
 
 
-def linear_recurrence_chain(w: torch.Tensor, steps: int) -> Chain:
-    """The chain h -> W h repeated ``steps`` times; h: (B, n), w: (n, n). Its Jacobian is W^steps."""
-    layer = nn.Linear(w.shape[1], w.shape[0], bias=False, dtype=w.dtype)
-    with torch.no_grad():
-        layer.weight.copy_(w)
-    return Chain.repeat(layer, steps, name="t")
-
-
-def rate_network_chain(j: torch.Tensor, dt: float, steps: int) -> Chain:
-    """The chain of ``steps`` Euler steps of h' = -h + J tanh(h); h: (B, n), j: (n, n)."""
-    return Chain.repeat(EulerRateStep(j, dt), steps, name="t")
