@@ -18,6 +18,7 @@ from depthscope.chain import Chain, ChainModule, Step
 from depthscope.estimators import LyapunovResult, lyapunov
 from depthscope.probe import BlockStats, ProbeWarning, Report, probe
 from depthscope.zoo import create_model, list_models, model_spec, register_model
+from depthscope import dynamics, estimators, zoo  # noqa: E402  (subpackages as ds.dynamics, ds.zoo)
 
 __all__ = [
     "BlockStats",
@@ -37,6 +38,9 @@ __all__ = [
     "UnknownModelError",
     "__version__",
     "create_model",
+    "dynamics",
+    "estimators",
+    "zoo",
     "list_models",
     "model_spec",
     "register_model",

@@ -11,6 +11,7 @@ transformers = pytest.importorskip("transformers")
 import torch  # noqa: E402
 from torch.func import jacrev, jvp  # noqa: E402
 
+import depthscope  # noqa: E402
 from depthscope import ChainError, InputError  # noqa: E402
 from depthscope.chain._hf import chain_from_hf  # noqa: E402
 
@@ -58,7 +59,7 @@ def test_chain_composes_to_the_model_with_padding(kind, layers):
     build, layer_name = MODELS[kind]
     model = build(layers)
     ids, mask = _batch()
-    chain = chain_from_hf(model, ids, mask)
+    chain = depthscope.Chain.from_hf(model, ids, mask)  # the public entry point
     assert len(chain) == layers + 2
     assert chain.names == ["stem", *[layer_name.format(i) for i in range(layers)], "head"]
     with torch.no_grad():

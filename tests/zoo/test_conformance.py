@@ -73,3 +73,17 @@ def test_chain_composes_to_model(name: str) -> None:
     assert got.shape == expected.shape
     torch.testing.assert_close(got, expected, rtol=COMPOSE_RTOL, atol=COMPOSE_ATOL)
     assert len(states) == len(chain) + 1
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_probe_completes(name: str) -> None:
+    """Every registered model can be probed at its tiny size, and every number is finite."""
+    spec = depthscope.model_spec(name)
+    torch.manual_seed(0)
+    model = spec.factory(**spec.tiny).eval()
+    x = model.example_input(2, torch.Generator().manual_seed(0))
+    rep = depthscope.probe(model, x, lyapunov=2)
+    assert len(rep) >= 3 and rep.verdict in ("stable", "vanishing", "exploding")
+    for b in rep.blocks:
+        assert all(v is None or v == v for v in (b.local_fro, b.local_sigma_max, b.cum_log_fro, b.grad_ratio))
+        assert b.local_fro >= 0 and b.local_sigma_max >= 0

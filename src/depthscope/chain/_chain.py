@@ -99,6 +99,15 @@ class Chain:
         return chain_from_module(cls, module, blocks, example)
 
     @classmethod
+    def from_hf(cls, model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> "Chain":
+        """A Hugging Face ``transformers`` model (BERT, GPT-2, ...) as a chain: embeddings output is
+        x_0, each encoder/decoder layer a step (the attention mask passed through), then the head.
+        Needs the optional extra ``depthscope[hf]``; weights are never downloaded."""
+        from depthscope.chain._hf import chain_from_hf
+
+        return chain_from_hf(model, input_ids, attention_mask)
+
+    @classmethod
     def repeat(cls, fn: StepFn, n: int, name: str = "step", jvp=None) -> "Chain":
         """The chain ``fn`` applied ``n`` times (an iterated map, a weight-tied network);
         ``jvp`` is an optional analytic tangent map (see `Step`)."""
