@@ -129,3 +129,15 @@ def test_lyapunov_against_product_singular_values(gen: torch.Generator) -> None:
     assert np.allclose(rep.lyapunov, expect, atol=0.03)
     stream = ds.lyapunov(chain, x, k=3, transient=50)
     assert np.allclose(stream.exponents.tolist(), expect, atol=0.01)
+
+
+@pytest.mark.parametrize("method", ["explicit", "matrix-free"])
+def test_sigma_min_false_skips_only_sigma_min_and_gap(method: str, gen: torch.Generator) -> None:
+    torch.manual_seed(6)
+    m = ds.create_model("resnet_mlp", depth=3, width=20).double()
+    x = torch.randn(2, 20, dtype=torch.float64, generator=gen)
+    Js, _ = step_jacobians(ds.Chain.from_module(m), x)
+    rep = ds.probe(m, x, method=method, sigma_min=False, lyapunov=0)
+    for b, J in zip(rep.blocks, Js):
+        assert b.local_sigma_min is None and b.identity_gap is None
+        assert b.local_sigma_max == pytest.approx(float(torch.linalg.svdvals(J)[:, 0].mean()), rel=SIGMA_RTOL)

@@ -132,28 +132,34 @@ def matrix_free_stats(
     fro = {k: (o.flatten(2).pow(2).sum(2).mean(0) / lin.n_in[k]).sqrt() for k, o in zip(ks, outs)}
 
     square = {k: lin.n_in[k] == lin.n_out[k] and with_min for k in ks}
+    # Channel 0 runs Lanczos on J^T J; channel 1 (only when some step needs its identity gap) on
+    # (J - I)^T (J - I). Both go through the same autograd calls.
+    C = 2 if any(square.values()) else 1
     n_max = max(lin.n_in[k] for k in ks)
     S = len(ks)
 
-    def unpad(v: torch.Tensor) -> list[torch.Tensor]:  # (S, 2, B, n_max) -> per step (2, B, *S_k)
-        return [v[i, :, :, : lin.n_in[k]].to(dtype).reshape(2, *lin.states[k].shape) for i, k in enumerate(ks)]
+    def unpad(v: torch.Tensor) -> list[torch.Tensor]:  # (S, C, B, n_max) -> per step (C, B, *S_k)
+        return [v[i, :, :, : lin.n_in[k]].to(dtype).reshape(C, *lin.states[k].shape) for i, k in enumerate(ks)]
+
+    def minus_identity_in_gap_channel(k: int, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
+        if not square[k]:
+            return after
+        return torch.cat([after[:1], after[1:] - before[1:]])
 
     def matvec(flat: torch.Tensor) -> torch.Tensor:
-        v = flat.reshape(S, 2, B, n_max)
+        v = flat.reshape(S, C, B, n_max)
         vin = unpad(v)
-        w = lin.jvp_all(ks, vin)
-        w = [wk - torch.stack([torch.zeros_like(vk[0]), vk[1]]) if square[k] else wk for k, vk, wk in zip(ks, vin, w)]
-        z = lin.vjp_all(ks, w)
-        z = [zk - torch.stack([torch.zeros_like(wk[0]), wk[1]]) if square[k] else zk for k, wk, zk in zip(ks, w, z)]
+        w = [minus_identity_in_gap_channel(k, vk, wk) for k, vk, wk in zip(ks, vin, lin.jvp_all(ks, vin))]
+        z = [minus_identity_in_gap_channel(k, wk, zk) for k, wk, zk in zip(ks, w, lin.vjp_all(ks, w))]
         out = torch.zeros_like(v)
         for i, k in enumerate(ks):
-            out[i, :, :, : lin.n_in[k]] = z[i].reshape(2, B, -1).to(out.dtype)
-        return out.reshape(S * 2 * B, n_max)
+            out[i, :, :, : lin.n_in[k]] = z[i].reshape(C, B, -1).to(out.dtype)
+        return out.reshape(S * C * B, n_max)
 
-    v0 = torch.zeros(S, 2, B, n_max, dtype=torch.float64)
+    v0 = torch.zeros(S, C, B, n_max, dtype=torch.float64)
     for i, k in enumerate(ks):
-        v0[i, :, :, : lin.n_in[k]] = torch.randn(2, B, lin.n_in[k], generator=generator, dtype=torch.float64)
-    top = lanczos_top_eigenvalue(matvec, v0.reshape(-1, n_max)).value.reshape(S, 2, B).sqrt()
+        v0[i, :, :, : lin.n_in[k]] = torch.randn(C, B, lin.n_in[k], generator=generator, dtype=torch.float64)
+    top = lanczos_top_eigenvalue(matvec, v0.reshape(-1, n_max)).value.reshape(S, C, B).sqrt()
     result = {}
     for i, k in enumerate(ks):
         smax = top[i, 0]
