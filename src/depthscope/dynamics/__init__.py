@@ -19,6 +19,20 @@ from depthscope.dynamics._maps import (
 )
 from depthscope.dynamics._rate import rate_chain, rate_coupling, rate_network, rate_step_log_det
 from depthscope.dynamics._rnn import linear_rnn, tanh_rnn
+from depthscope.dynamics._cstr import (
+    CSTR,
+    SteadyState,
+    HopfResult,
+    steady_states,
+    find_hopf,
+    gray_scott,
+    gray_scott_hopf,
+    gray_scott_upper,
+    gray_scott_starts,
+    gray_scott_batch,
+    exothermic_cstr,
+    exothermic_starts,
+)
 from depthscope.dynamics.solvers import (
     BETA0,
     HIRES,
@@ -53,6 +67,19 @@ __all__ = [
     "rate_step_log_det",
     "scalar_map",
     "tanh_rnn",
+    # reactors (claim J8)
+    "CSTR",
+    "SteadyState",
+    "HopfResult",
+    "steady_states",
+    "find_hopf",
+    "gray_scott",
+    "gray_scott_hopf",
+    "gray_scott_upper",
+    "gray_scott_starts",
+    "gray_scott_batch",
+    "exothermic_cstr",
+    "exothermic_starts",
     # the stiff ODE solver (depthscope.dynamics.solvers)
     "BETA0",
     "BatchOdeResult",

@@ -108,7 +108,7 @@ def newton_matrix(J: np.ndarray, h: np.ndarray, order: np.ndarray) -> np.ndarray
 
 def rms_norm(x: np.ndarray) -> np.ndarray:
     """Root-mean-square over the last axis: (w, n) -> (w,)."""
-    return np.sqrt(np.mean(x * x, axis=-1))
+    return np.sqrt(np.einsum("...i,...i->...", x, x) / x.shape[-1])
 
 
 class NewtonMatrices:
@@ -438,9 +438,10 @@ class BDF2Integrator:
                 iterating &= ~diverging
                 eta = np.where(iterating, rate / (1.0 - rate), eta)
             iterating &= np.isfinite(dy_norm)
-            y[iterating] += dy[iterating]
-            d[iterating] += dy[iterating]
-            n_iter[iterating] = it + 1
+            dy = np.where(iterating[:, None], dy, 0.0)
+            y += dy
+            d += dy
+            n_iter += iterating
             done = iterating & ((dy_norm == 0.0) | (eta * dy_norm < tol))
             converged |= done
             iterating &= ~done
@@ -458,14 +459,13 @@ class BDF2Integrator:
         self.jac_fresh[A] = False
         D = self.D[A]
         two = k == 2
-        one = ~two
+        t2 = two[:, None]
         # nabla^{k+2} = d - nabla^{k+1}_old, nabla^{k+1} = d, then the lower differences accumulate.
-        D[two, 4] = d[two] - D[two, 3]
-        D[two, 3] = d[two]
-        D[two, 2] += D[two, 3]
-        D[one, 3] = d[one] - D[one, 2]
-        D[one, 2] = d[one]
-        D[:, 1] += np.where(two[:, None], D[:, 2], d)
+        D2, D3 = D[:, 2].copy(), D[:, 3].copy()
+        D[:, 4] = np.where(t2, d - D3, D[:, 4])
+        D[:, 3] = np.where(t2, d, d - D2)
+        D[:, 2] = np.where(t2, D2 + d, d)
+        D[:, 1] += D[:, 2]
         D[:, 0] = y
         self.D[A] = D
         self.n_equal[A] += 1
@@ -487,16 +487,14 @@ class BDF2Integrator:
         R, kR, DR, errR = A[ready], k[ready], D[ready], err[ready]
         scale = self.atol + self.rtol * np.abs(y[ready])
         twoR = kR == 2
-        # error of the order below (only from order 2) and above (only from order 1)
-        err_lower = np.where(twoR, rms_norm(ERROR_CONST[1] * DR[:, 2] / scale), np.inf)
-        err_higher = np.where(twoR, np.inf, rms_norm(ERROR_CONST[2] * DR[:, 3] / scale))
-        norms = np.stack([err_lower, errR, err_higher], axis=1)
-        exps = np.stack([kR, kR + 1, kR + 2], axis=1).astype(float)
-        factors = np.where(np.isfinite(norms), np.maximum(norms, EPS) ** (-1.0 / exps), 0.0)
-        best = np.argmax(factors, axis=1)
-        factor = np.minimum(MAX_FACTOR, safety[ready] * factors[np.arange(len(R)), best])
-        new_order = kR + best - 1
-        self.order[R] = new_order
+        # The other order's error: order 1 seen from order 2 (error constant 1/2 on nabla^2) or
+        # order 2 seen from order 1 (2/9 on nabla^3); the step factor is err^(-1/(order+1)).
+        other = np.where(twoR, ERROR_CONST[1] * rms_norm(DR[:, 2] / scale), ERROR_CONST[2] * rms_norm(DR[:, 3] / scale))
+        f_same = np.maximum(errR, EPS) ** (-1.0 / (kR + 1))
+        f_other = np.maximum(other, EPS) ** np.where(twoR, -1.0 / 2.0, -1.0 / 3.0)
+        switch = f_other > f_same
+        factor = np.minimum(MAX_FACTOR, safety[ready] * np.maximum(f_same, f_other))
+        self.order[R] = np.where(switch, 3 - kR, kR)
         self.n_equal[R] = 0
         self._set_step(R, self.h[R] * factor)
 

@@ -1,0 +1,155 @@
+"""depthscope's BDF-2 against SciPy's BDF on the stiff test set, and a batched Gray-Scott sweep.
+
+Run: ``python benchmarks/bdf2_vs_scipy.py`` (a few minutes on 2 cores).
+
+Part 1. For each problem (ROBER, VDPOL, HIRES, OREGO) and each accuracy row of the project's table
+(rtol 1e-6 with the problem's atol; rtol 1e-8 with atol / 100) it runs, in this process:
+  * SciPy's BDF capped at order 2 with pure BDF coefficients (kappa = 0) and the analytic Jacobian:
+    the table's reference ("scipy-bdf2");
+  * SciPy's stock BDF, orders 1-5 (rtol 1e-6 row only, "scipy-bdf1-5");
+  * depthscope's BDF-2 at the loosest tolerance on a grid (rtol and atol scaled together by
+    10^(-j/8)) whose max relative error at t_end is at most SciPy order-2's error ("ours").
+It prints nfev, njev, nlu, wall time (median of repeats) and scd side by side, with the ratio of
+our evaluations to the table's. Target: ratio <= 1.5.
+
+Part 2. 1024 Gray-Scott reactors (k = 0.05) over dilutions D in [0.02, 0.06] (across the Hopf
+point D_H = 0.02548) from a common start, integrated to t = 2000: one batched call against a
+Python loop of SciPy's BDF (analytic Jacobians, same tolerances). Target: >= 20x faster.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import numpy as np
+import scipy.integrate
+import scipy.integrate._ivp.bdf as scipy_bdf
+
+from depthscope.dynamics._cstr import gray_scott_batch
+from depthscope.dynamics.solvers import STIFF_PROBLEMS, max_relative_error, solve_ivp
+
+# The project's table: SciPy BDF capped at order 2, (nfev, max relative error) per row.
+TABLE = {
+    "ROBER": {1e-6: (7516, 1.2e-2), 1e-8: (38050, 7.0e-4)},
+    "VDPOL": {1e-6: (8962, 4.6e-4), 1e-8: (41625, 2.0e-5)},
+    "HIRES": {1e-6: (4120, 1.4e-4), 1e-8: (19198, 6.3e-6)},
+    "OREGO": {1e-6: (17701, 2.3e-3), 1e-8: (80756, 1.0e-4)},
+}
+# Row rtol -> atol multiplier of the problem's base atol (the table's rtol 1e-8 row used atol / 100).
+ATOL_SCALE = {1e-6: 1.0, 1e-8: 1e-2}
+# Tolerance grid for matching accuracy: factors 10^(-j/8), j = 0..GRID_STEPS.
+GRID_STEPS = 24
+# Wall-time repeats (median) for runs cheaper than REPEAT_BELOW_S seconds.
+REPEATS, REPEAT_BELOW_S = 3, 1.0
+# Gray-Scott sweep: systems, decay rate k, dilution range, horizon, common start and tolerances.
+SWEEP_M, SWEEP_K, SWEEP_D, SWEEP_T = 1024, 0.05, (0.02, 0.06), 2000.0
+SWEEP_X0 = np.array([0.35, 0.25])
+SWEEP_TOLS = ((1e-6, 1e-9), (1e-4, 1e-8))
+
+
+class ScipyBDF2(scipy_bdf.BDF):
+    """SciPy's BDF with orders capped at 2 and NDF coefficients off (kappa = 0): plain BDF-1/2."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.alpha = self.gamma.copy()  # (1 - kappa) gamma with kappa = 0
+        self.error_const = 1.0 / np.arange(1, len(self.gamma) + 1)  # kappa gamma + 1/(k+1)
+
+    def _step_impl(self):
+        saved, scipy_bdf.MAX_ORDER = scipy_bdf.MAX_ORDER, 2
+        try:
+            return super()._step_impl()
+        finally:
+            scipy_bdf.MAX_ORDER = saved
+
+
+def timed(run):
+    t = time.perf_counter()
+    out = run()
+    first = time.perf_counter() - t
+    if first >= REPEAT_BELOW_S:
+        return out, first
+    times = [first]
+    for _ in range(REPEATS - 1):
+        t = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t)
+    return out, statistics.median(times)
+
+
+def line(label, rtol, nfev, njev, nlu, wall, err):
+    scd = -np.log10(err)
+    print(f"  {label:14s} rtol={rtol:8.2e}  nfev={nfev:6d}  njev={njev:4d}  nlu={nlu:5d}  "
+          f"wall={wall * 1e3:8.1f} ms  scd={scd:5.2f}  err={err:.2e}")
+
+
+def part1():
+    print("== Part 1: stiff test set, matched accuracy (Jacobians analytic) ==")
+    ratios = []
+    for name, p in STIFF_PROBLEMS.items():
+        for rtol, (table_nfev, table_err) in TABLE[name].items():
+            atol = np.asarray(p.atol) * ATOL_SCALE[rtol]
+            print(f"{name}  row rtol={rtol:g}  (table: nfev {table_nfev}, err {table_err:.1e})")
+            ref, wall = timed(lambda: scipy.integrate.solve_ivp(
+                p.fun, p.t_span, p.y0, method=ScipyBDF2, rtol=rtol, atol=atol, jac=p.jac))
+            ref_err = max_relative_error(ref.y[:, -1], p.y_ref)
+            line("scipy-bdf2", rtol, ref.nfev, ref.njev, ref.nlu, wall, ref_err)
+            if rtol == 1e-6:
+                st, wall = timed(lambda: scipy.integrate.solve_ivp(
+                    p.fun, p.t_span, p.y0, method="BDF", rtol=rtol, atol=atol, jac=p.jac))
+                line("scipy-bdf1-5", rtol, st.nfev, st.njev, st.nlu, wall,
+                     max_relative_error(st.y[:, -1], p.y_ref))
+            target = min(ref_err, table_err)
+            chosen = None
+            for j in range(GRID_STEPS + 1):
+                f = 10.0 ** (-j / 8)
+                res = solve_ivp(p.fun, p.t_span, p.y0, rtol=rtol * f, atol=atol * f, jac=p.jac)
+                if res.success and max_relative_error(res.y[:, -1], p.y_ref) <= target:
+                    chosen = f
+                    break
+            if chosen is None:
+                print("  ours: no tolerance on the grid reached the target error")
+                continue
+            res, wall = timed(lambda: solve_ivp(p.fun, p.t_span, p.y0, rtol=rtol * chosen,
+                                                atol=atol * chosen, jac=p.jac))
+            err = max_relative_error(res.y[:, -1], p.y_ref)
+            line("ours (BDF-2)", rtol * chosen, res.nfev, res.njev, res.nlu, wall, err)
+            ratio = res.nfev / table_nfev
+            ratios.append(ratio)
+            print(f"  -> evaluations vs table {ratio:.2f}x (target <= 1.5), vs scipy-bdf2 this run "
+                  f"{res.nfev / ref.nfev:.2f}x; nlu {res.nlu} vs {ref.nlu}")
+    print(f"worst evaluations ratio vs table: {max(ratios):.2f}x over {len(ratios)} rows")
+
+
+def part2():
+    print("\n== Part 2: 1024 Gray-Scott reactors, batched BDF-2 vs a SciPy BDF loop ==")
+    D = np.linspace(*SWEEP_D, SWEEP_M)
+    fun, jac = gray_scott_batch(SWEEP_K, D)
+    Y0 = np.tile(SWEEP_X0, (SWEEP_M, 1))
+    for rtol, atol in SWEEP_TOLS:
+        batch, t_batch = timed(lambda: solve_ivp(fun, (0.0, SWEEP_T), Y0, rtol=rtol, atol=atol, jac=jac,
+                                                 batched=True))
+        finals = np.empty((SWEEP_M, 2))
+        nfev_loop = 0
+        t0 = time.perf_counter()
+        for m in range(SWEEP_M):
+            f1, j1 = gray_scott_batch(SWEEP_K, D[m : m + 1])
+            sol = scipy.integrate.solve_ivp(lambda t, y: f1(t, y[None])[0], (0.0, SWEEP_T), SWEEP_X0,
+                                            method="BDF", rtol=rtol, atol=atol,
+                                            jac=lambda t, y: j1(t, y[None])[0])
+            finals[m] = sol.y[:, -1]
+            nfev_loop += sol.nfev
+        t_loop = time.perf_counter() - t0
+        diff = np.max(np.abs(batch.y[:, :, -1] - finals), axis=1)
+        print(f"rtol={rtol:g} atol={atol:g}: batched {t_batch:.2f} s (success {batch.success}, rounds = max "
+              f"steps {batch.nsteps.max()}, median steps {int(np.median(batch.nsteps))}, fun calls {batch.nfev})")
+        print(f"  scipy BDF loop {t_loop:.2f} s ({nfev_loop} evaluations)  -> speed-up {t_loop / t_batch:.1f}x "
+              f"(target >= 20x)")
+        print(f"  final states: max |ours - scipy| median {np.median(diff):.1e}, 90th pct "
+              f"{np.percentile(diff, 90):.1e}, max {diff.max():.1e} (largest near D_H, where decay is slow)")
+
+
+if __name__ == "__main__":
+    part1()
+    part2()
