@@ -4,7 +4,6 @@ exponents (through the one estimator, `depthscope.estimators.lyapunov`) against 
 from __future__ import annotations
 
 import math
-import warnings
 
 import pytest
 import torch

@@ -4,7 +4,6 @@ full Lyapunov spectrum through `lyapunov`, and which identity for the mean expon
 from __future__ import annotations
 
 import math
-import warnings
 
 import pytest
 import torch

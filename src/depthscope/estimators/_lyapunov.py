@@ -53,7 +53,7 @@ def benettin(apply: ApplyFn, ks: Sequence[int], q0: torch.Tensor, n_out: dict[in
     total = torch.zeros(q0.shape[0], q0.shape[1], dtype=q0.dtype)
     for k in ks:
         keep = min(q.shape[0], n_out[k])
-        q, logs = benettin_step(q, apply(k, q), keep)
+        q, logs = benettin_step(apply(k, q), keep)
         total = total[:keep] + logs
     per_example = (total / max(1, len(ks))).T  # (B, keep)
     per_example = per_example.sort(dim=1, descending=True).values
@@ -114,7 +114,7 @@ def lyapunov(chain: Chain, x: torch.Tensor, k: int = 1, seed: int = 0, transient
             raise NonFiniteError(
                 f"NaN/Inf first appears at step {idx} ({step.name!r})", step=idx, step_name=step.name
             )
-        q, logs = benettin_step(q, z, min(q.shape[0], y[0].numel()))
+        q, logs = benettin_step(z, min(q.shape[0], y[0].numel()))
         total = total[: q.shape[0]]
         if idx >= transient:
             total = total + logs

@@ -76,11 +76,10 @@ def sweep_log_grad_norms(apply_t: ApplyFn, ks: Sequence[int], g_last: torch.Tens
     return torch.stack(rows[::-1])
 
 
-def benettin_step(q: torch.Tensor, z: torch.Tensor, keep: int) -> tuple[torch.Tensor, torch.Tensor]:
+def benettin_step(z: torch.Tensor, keep: int) -> tuple[torch.Tensor, torch.Tensor]:
     """One Benettin re-orthonormalisation.
 
     Args:
-        q: unused shape reference of the previous frame ``(m, B, *S_k)``.
         z: ``(m, B, *S_{k+1})`` the pushed frame J_k Q.
         keep: how many directions survive (at most the new dimension).
 

@@ -32,7 +32,8 @@ DEFAULT_PROBES = 16
 DEFAULT_LYAPUNOV = 8
 
 METHODS = ("auto", "explicit", "matrix-free")
-STOCHASTIC_MODULES = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd, nn.GroupNorm)
+# Modules whose training mode changes the function being measured.
+STOCHASTIC_MODULES = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd)
 
 
 class ProbeWarning(UserWarning):
@@ -46,7 +47,7 @@ def _eval_mode(modules: list[nn.Module]) -> Iterator[None]:
     A probe measures the network as it computes at inference: BatchNorm in train mode couples the
     examples of a batch and updates running statistics, Dropout makes the Jacobian random.
     """
-    training = [m for root in modules for m in root.modules() if m.training and isinstance(m, STOCHASTIC_MODULES[:2])]
+    training = [m for root in modules for m in root.modules() if m.training and isinstance(m, STOCHASTIC_MODULES)]
     if not training:
         yield
         return

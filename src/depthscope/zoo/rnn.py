@@ -29,7 +29,6 @@ import torch
 from torch import nn
 
 from depthscope._errors import InputError
-from depthscope.chain._chain import Chain
 from depthscope.chain._module import ChainModule
 from depthscope.dynamics._rate import rate_coupling
 from depthscope.zoo._registry import register_model
