@@ -18,7 +18,7 @@ from depthscope.chain import Chain, ChainModule, Step
 from depthscope.estimators import LyapunovResult, lyapunov
 from depthscope.probe import BlockStats, ProbeWarning, Report, probe
 from depthscope.zoo import create_model, list_models, model_spec, register_model
-from depthscope import dynamics, estimators, zoo  # noqa: E402  (subpackages as ds.dynamics, ds.zoo)
+from depthscope import dynamics, estimators, ledger, zoo  # noqa: E402  (subpackages as ds.dynamics, ds.ledger, ds.zoo)
 
 __all__ = [
     "BlockStats",
@@ -40,6 +40,7 @@ __all__ = [
     "create_model",
     "dynamics",
     "estimators",
+    "ledger",
     "zoo",
     "list_models",
     "model_spec",

@@ -44,3 +44,27 @@ def test_unknown_option_and_unknown_model(capsys: pytest.CaptureFixture[str]) ->
 def test_console_script_runs() -> None:
     res = subprocess.run([sys.executable, "-m", "depthscope.cli", "models", "plain*"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and "plain_mlp" in res.stdout
+
+
+def test_ledger_run_writes_results_and_atlas(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    out = tmp_path / "led"
+    assert main(["ledger", "run", "R7", "--preset", "tiny", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "R7" in printed and "1 claims" in printed
+    assert (out / "results.json").is_file() and (out / "atlas.html").is_file()
+    assert main(["ledger", "list", "--results", str(out / "results.json")]) == 0
+    listed = capsys.readouterr().out
+    assert "R7" in listed and ds.ledger.load_results(out / "results.json")[0].verdict in listed
+
+
+def test_ledger_list_without_results(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main(["ledger", "list", "--results", str(tmp_path / "none.json")]) == 0
+    assert "not run" in capsys.readouterr().out
+
+
+def test_ledger_unknown_claim_and_preset(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main(["ledger", "run", "Q42", "--out", str(tmp_path)]) == 1
+    assert "no experiment for claim" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["ledger", "run", "R7", "--preset", "huge"])
+    assert exc.value.code == 2

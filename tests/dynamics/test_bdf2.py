@@ -8,6 +8,7 @@ import scipy.integrate
 import torch
 
 from depthscope.dynamics._bdf2 import BETA0, GAMMA, newton_matrix, rescale_differences
+from depthscope.dynamics._cstr import gray_scott_batch
 from depthscope.dynamics.solvers import (
     HIRES,
     OREGO,
@@ -215,6 +216,64 @@ def test_batched_autograd_jacobian():
         ref = scipy.integrate.solve_ivp(_numpy_only_vdpol, (0, 5), [2.0, 0.0], method="Radau", rtol=1e-10,
                                         atol=1e-10, args=(float(mus[m]),))
         np.testing.assert_allclose(res.y[m, :, -1], ref.y[:, -1], rtol=1e-3, atol=1e-4)
+
+
+def _gray_scott_sweep(dilutions, t_end=600.0, **kwargs):
+    fun, jac = gray_scott_batch(0.05, np.asarray(dilutions))
+    y0 = np.tile([0.35, 0.25], (len(dilutions), 1))
+    return solve_ivp(fun, (0.0, t_end), y0, rtol=1e-6, atol=1e-9, jac=jac, batched=True,
+                     t_eval=np.linspace(0.0, t_end, 7), **kwargs)
+
+
+def test_batched_system_does_not_depend_on_its_batch():
+    """Each system keeps its own steps whatever else is in the batch: the same reactors solved in a
+    batch of two and in a batch of seven (in other positions, with systems finishing in other
+    rounds) take the same steps to the same answer."""
+    D = np.array([0.021, 0.0255, 0.03, 0.045, 0.059, 0.026, 0.04])
+    small = _gray_scott_sweep(D[[1, 3]])
+    large = _gray_scott_sweep(D[[4, 3, 0, 6, 1, 2, 5]])
+    assert small.success and large.success
+    assert len(set(large.nsteps.tolist())) > 4  # the batch really finishes system by system
+    for i, j in ((0, 4), (1, 1)):
+        assert small.nsteps[i] == large.nsteps[j] and small.nrejected[i] == large.nrejected[j]
+        np.testing.assert_allclose(small.y[i], large.y[j], rtol=1e-12, atol=1e-15)
+
+
+def test_batched_max_steps_stops_only_the_slow_systems():
+    D = np.array([0.0255, 0.05, 0.03])  # the one near the Hopf point D_H = 0.02548 needs the most steps
+    free = _gray_scott_sweep(D)
+    limit = int(np.sort(free.nsteps)[1]) + 1  # between the second and the largest step count
+    capped = _gray_scott_sweep(D, max_steps=limit)
+    slow = int(np.argmax(free.nsteps))
+    assert capped.status[slow] == -1 and "max_steps" in capped.messages[slow]
+    assert np.isnan(capped.y[slow, :, -1]).all()
+    for m in range(3):
+        if m != slow:
+            assert capped.status[m] == 0 and capped.nsteps[m] == free.nsteps[m]
+            np.testing.assert_allclose(capped.y[m], free.y[m], rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_batched_matches_one_at_a_time_other_sizes(n):
+    """Scalar and 3x3 systems (the 1x1 closed-form and the LAPACK Newton-matrix paths of a batch)."""
+    rng = np.random.default_rng(3)
+    A = -np.abs(rng.normal(size=(3, n, n))) * 30.0 - 100.0 * np.eye(n)  # stiff, stable
+
+    def fun(t, Y):
+        return np.einsum("mij,mj->mi", A, Y) + np.cos(t)[:, None] + 0.1 * Y**2
+
+    def jac(t, Y):
+        return A + 0.2 * Y[:, None, :] * np.eye(n)
+
+    y0 = np.ones((3, n)) + 0.1 * np.arange(3)[:, None]
+    t_eval = np.linspace(0.0, 5.0, 6)
+    batch = solve_ivp(fun, (0.0, 5.0), y0, rtol=1e-6, atol=1e-9, jac=jac, batched=True, t_eval=t_eval)
+    assert batch.success
+    for m in range(3):
+        single = solve_ivp(lambda t, y: A[m] @ y + np.cos(t) + 0.1 * y**2, (0.0, 5.0), y0[m], rtol=1e-6,
+                           atol=1e-9, jac=lambda t, y: A[m] + 0.2 * np.diag(y), t_eval=t_eval)
+        np.testing.assert_allclose(batch.y[m], single.y, rtol=BATCH_MATCH_RTOL, atol=1e-8)
+        assert abs(batch.nsteps[m] - single.nsteps) <= 0.05 * single.nsteps
 
 
 # -- failures and bad input ------------------------------------------------------------------------

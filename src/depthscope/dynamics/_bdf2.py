@@ -17,7 +17,10 @@ between 1 and 2 to whichever allows the larger step.
 
 Every system of a batch has its own t, h, order, Jacobian and Newton matrix; the systems advance
 in lockstep rounds (one attempted step each per round) so that one call of ``fun`` on the whole
-batch serves them all. Everything here is float64 numpy.
+batch serves them all. The slowest system sets the number of rounds, so a round is built to cost
+little once few systems are left: finished systems drop out of the arrays a round touches, all
+outcomes are handled by masks rather than gathers, and 1x1 and 2x2 Newton matrices are inverted in
+closed form (layout and details in `BDF2Integrator`). Everything here is float64 numpy.
 """
 
 from __future__ import annotations
@@ -53,6 +56,8 @@ NEWTON_TOL = 0.2
 # The convergence rate of the previous step's Newton iteration, raised to this power, predicts the
 # current one so a step may stop after one iteration (the "faccon" rule of RADAU5).
 ETA_EXPONENT = 0.8
+# -1 / (k + 1): the exponent turning an order-k error estimate into a step-size factor.
+STEP_EXPONENT = np.array([np.nan, -1.0 / 2.0, -1.0 / 3.0])
 # Step-size bounds per decision: never shrink below 1/5 or grow above 10x at once.
 MIN_FACTOR = 0.2
 MAX_FACTOR = 10.0
@@ -60,6 +65,8 @@ MAX_FACTOR = 10.0
 NEWTON_FAIL_FACTOR = 0.5
 # Base safety factor of the step controller (scaled down further when Newton needed many iterations).
 SAFETY = 0.9
+# The step-size safety factor after n Newton iterations: SAFETY scaled down when Newton needed many.
+SAFETY_BY_ITERATIONS = SAFETY * (2 * NEWTON_MAXITER + 1) / (2 * NEWTON_MAXITER + np.arange(NEWTON_MAXITER + 1))
 # Keep the factorised Newton matrix while h beta0 differs from the one it was built with by less
 # than this relative amount; the residual always uses the true h, so a stale matrix only slows Newton.
 LU_REUSE_RTOL = 0.3
@@ -111,56 +118,14 @@ def rms_norm(x: np.ndarray) -> np.ndarray:
     return np.sqrt(np.einsum("...i,...i->...", x, x) / x.shape[-1])
 
 
-class NewtonMatrices:
-    """Factorised Newton matrices ``I - c_m J_m`` of M systems.
+def rms_norm_columns(x: np.ndarray) -> np.ndarray:
+    """Root-mean-square over the first axis: (n, w) -> (w,) (the solver's component-major layout)."""
+    return np.sqrt(np.add.reduce(x * x, axis=0) / x.shape[0])
 
-    One system is factorised by LU (scipy.linalg.lu_factor); a batch keeps explicit inverses from
-    one batched LAPACK call, so that each Newton solve is one batched matrix-vector product.
-    """
 
-    def __init__(self, n_systems: int, n: int):
-        self.single = n_systems == 1
-        self.inv = np.zeros((n_systems, n, n))
-        self.lu: tuple[np.ndarray, np.ndarray] | None = None
-        self.c = np.full(n_systems, np.nan)
-        self.ok = np.zeros(n_systems, dtype=bool)
-        self.count = 0
-
-    def factor(self, rows: np.ndarray, h: np.ndarray, order: np.ndarray, J: np.ndarray) -> np.ndarray:
-        """Factorise ``I - h beta0 J`` for ``rows`` (w,) with h, order (w,), J (w, n, n).
-
-        Returns (w,) True where the matrix was finite and nonsingular.
-        """
-        A = newton_matrix(J, h, order)
-        c = h * BETA0[order]
-        self.count += len(rows)
-        self.c[rows] = c
-        good = np.isfinite(A).all(axis=(1, 2))
-        if self.single:
-            if good[0]:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
-                    self.lu = scipy.linalg.lu_factor(A[0], check_finite=False)
-                good[0] = bool(np.all(np.diag(self.lu[0]) != 0.0))
-        else:
-            inv = np.full_like(A, np.nan)
-            try:
-                inv[good] = np.linalg.inv(A[good])
-            except np.linalg.LinAlgError:  # some matrix is singular: find which, one at a time
-                for i in np.flatnonzero(good):
-                    try:
-                        inv[i] = np.linalg.inv(A[i])
-                    except np.linalg.LinAlgError:
-                        good[i] = False
-            self.inv[rows] = inv
-        self.ok[rows] = good
-        return good
-
-    def solve(self, rows: np.ndarray, r: np.ndarray) -> np.ndarray:
-        """Solve ``(I - c J) x = r`` for ``rows`` (w,), r (w, n) -> x (w, n)."""
-        if self.single:
-            return scipy.linalg.lu_solve(self.lu, r[0], check_finite=False)[None, :]
-        return np.matmul(self.inv[rows], r[:, :, None])[:, :, 0]
+def rms_norm_columns_exact(x: np.ndarray) -> np.ndarray:
+    """`rms_norm_columns` summed in the order of `rms_norm` (which einsum vectorises for n > 2)."""
+    return np.sqrt(np.einsum("i...,i...->...", x, x) / x.shape[0])
 
 
 @dataclass
@@ -195,6 +160,15 @@ class BDF2Integrator:
         t_eval: (T,) sorted times in [t0, t_end] for dense output, or None.
         record_steps: keep every accepted (t, y) of system 0 (the unbatched front end).
         max_steps: accepted steps per system before giving up, or None.
+
+    Layout. Per-system state lives in *positions*: the w systems still running occupy positions
+    0..w-1 (``ids[p]`` is the system at position p, ``pos_of`` the inverse), and a system that
+    finishes or fails is moved past them, keeping its final state. So every per-round operation
+    works on contiguous slices ``[:w]`` (views, no gathers) and costs nothing for systems that are
+    done, which matters because the slowest system sets the number of rounds. Vectors are stored
+    component-major, (n, M), so that per-system scalars broadcast along the long axis. ``fun`` and
+    ``jac`` still see the whole batch in the caller's order; finished systems sit at their final
+    state there.
     """
 
     def __init__(
@@ -217,30 +191,50 @@ class BDF2Integrator:
         M, n = y0.shape
         self.M, self.n = M, n
         self.rtol, self.atol = float(rtol), atol
+        self.atol_col = np.asarray(atol, dtype=np.float64)[:, None]
         self.max_step = float(max_step)
         self.max_steps = max_steps
         self.newton_tol = max(10.0 * EPS / self.rtol, NEWTON_TOL)
-        self.nfev = self.njev = 0
+        # A step this close to the end of the interval snaps onto it.
+        self.end_tol = MIN_STEP_ULPS * np.spacing(self.t_end)
+        # No step at or above this is below MIN_STEP_ULPS units in the last place of any t in the span.
+        self.h_floor = MIN_STEP_ULPS * max(abs(np.spacing(float(t0))), abs(np.spacing(self.t_end)))
+        self.nfev = self.njev = self.nlu = 0
+        self.single = M == 1
 
+        # Position-ordered state (see the class docstring); status and messages by system.
+        self.w = M
+        self.ids = np.arange(M)
+        self.pos_of = np.arange(M)
         self.t = np.full(M, float(t0))
-        self.D = np.zeros((M, N_DIFFERENCES, n))
-        self.D[:, 0] = y0
+        self.D = np.zeros((N_DIFFERENCES, n, M))
+        self.D[0] = y0.T
         self.order = np.ones(M, dtype=np.int64)
         self.n_equal = np.zeros(M, dtype=np.int64)
         self.eta = np.ones(M)  # last Newton contraction estimate rate / (1 - rate)
-        self.active = np.ones(M, dtype=bool)
         self.status = np.zeros(M, dtype=np.int64)
         self.messages = ["" for _ in range(M)]
         self.nsteps = np.zeros(M, dtype=np.int64)
         self.nrejected = np.zeros(M, dtype=np.int64)
-        self.newton = NewtonMatrices(M, n)
+        # Factorised Newton matrices I - c J: one system by LU, a batch by explicit inverses (n, n, M)
+        # so that a Newton solve is one batched matrix-vector product. c_lu is the c each was built
+        # with, NaN where none is usable (never built, invalidated, or singular).
+        self.inv = np.zeros((n, n, M))
+        self.lu: tuple[np.ndarray, np.ndarray] | None = None
+        self.c_lu = np.full(M, np.nan)
+        # Norm over components: one system keeps the summation order of `rms_norm`.
+        self._norm = rms_norm_columns_exact if self.single else rms_norm_columns
+        # The arguments of fun in position order: running systems are overwritten before each call.
+        self.Ypos = np.array(y0, dtype=np.float64)
+        self.Tpos = self.t.copy()
 
         f0 = self.fun(self.t, y0)
-        self._fail(~np.isfinite(f0).all(axis=1), "fun(t0, y0) is not finite")
+        not_finite = ~np.isfinite(f0).all(axis=1)
         self.h = self._initial_step(y0, f0) if first_step is None else first_step.astype(float)
         self.h = np.minimum(self.h, min(self.max_step, self.t_end - t0))
-        self.D[:, 1] = self.h[:, None] * np.where(np.isfinite(f0), f0, 0.0)
-        self.J = self.jac(self.t, y0)
+        self.D[1] = (self.h[:, None] * np.where(np.isfinite(f0), f0, 0.0)).T
+        # Jacobians, component-major (n * n, M): row i * n + j holds d f_i / d y_j; position order.
+        self.J = self.jac(self.t, y0).reshape(M, n * n).T.copy()
         self.jac_fresh = np.ones(M, dtype=bool)
 
         self.record_steps = record_steps
@@ -249,9 +243,14 @@ class BDF2Integrator:
         self.t_eval = t_eval
         self.y_eval = None
         if t_eval is not None:
-            self.y_eval = np.full((M, n, len(t_eval)), np.nan)
-            self.next_eval = np.full(M, int(np.searchsorted(t_eval, t0, side="right")))
-            self.y_eval[:, :, : self.next_eval[0]] = y0[:, :, None]
+            self.y_eval = np.full((M, n, len(t_eval)), np.nan)  # by system
+            first = int(np.searchsorted(t_eval, t0, side="right"))
+            self.next_eval = np.full(M, first)  # by position: the next t_eval index to fill
+            self.next_time = np.full(M, t_eval[first] if first < len(t_eval) else np.inf)
+            self.y_eval[:, :, :first] = y0[:, :, None]
+            self.eval_min = self.next_time[0]  # the earliest next_time of the running systems
+        if not_finite.any():
+            self._fail(np.flatnonzero(not_finite), "fun(t0, y0) is not finite")
 
     # -- evaluations ------------------------------------------------------------------------
     def fun(self, t: np.ndarray, Y: np.ndarray) -> np.ndarray:
@@ -261,13 +260,6 @@ class BDF2Integrator:
     def jac(self, t: np.ndarray, Y: np.ndarray) -> np.ndarray:
         self.njev += 1
         return self.jac_raw(t, Y)
-
-    def _fail(self, rows: np.ndarray, message: str) -> None:
-        """Mark systems (boolean mask (M,)) as failed with a message."""
-        for m in np.flatnonzero(rows & self.active):
-            self.messages[m] = message.format(t=self.t[m], h=self.h[m] if hasattr(self, "h") else 0.0)
-            self.status[m] = -1
-        self.active &= ~rows
 
     def _initial_step(self, y0: np.ndarray, f0: np.ndarray) -> np.ndarray:
         """Per-system first step (Hairer, Norsett & Wanner I, II.4) for the order-1 start: (M,)."""
@@ -288,14 +280,52 @@ class BDF2Integrator:
         h = np.minimum(FIRST_STEP_GROWTH * h0, h1)
         return np.where(np.isfinite(h) & (h > 0), h, h0)
 
+    # -- bookkeeping of positions -------------------------------------------------------------
+    def _fail(self, P: np.ndarray, message: str) -> None:
+        """Stop the running systems at positions P (int array) with a failure message."""
+        for p in P:
+            m = self.ids[p]
+            self.messages[m] = message.format(t=self.t[p], h=self.h[p] if hasattr(self, "h") else 0.0)
+            self.status[m] = -1
+        gone = np.zeros(self.w, dtype=bool)
+        gone[P] = True
+        self._retire(gone)
+
+    def _retire(self, gone: np.ndarray) -> None:
+        """Move the running systems flagged in ``gone`` (w,) past the running ones, keeping their state."""
+        w = self.w
+        perm = np.concatenate((np.flatnonzero(~gone), np.flatnonzero(gone)))
+        w_new = w - int(np.count_nonzero(gone))
+        vectors = [self.t, self.h, self.order, self.n_equal, self.eta, self.nsteps, self.nrejected,
+                   self.c_lu, self.jac_fresh, self.ids]
+        if self.t_eval is not None:
+            vectors += [self.next_eval, self.next_time]
+        for a in vectors:
+            a[:w] = a.take(perm)
+        self.D[:, :, :w] = self.D.take(perm, axis=2)
+        self.J[:, :w] = self.J.take(perm, axis=1)
+        self.inv[:, :, :w] = self.inv.take(perm, axis=2)
+        self.pos_of[self.ids[:w]] = np.arange(w)
+        # fun keeps seeing a stopped system at its final state.
+        self.Ypos[w_new:w] = self.D[0, :, w_new:w].T
+        self.Tpos[w_new:w] = self.t[w_new:w]
+        self.w = w_new
+        if self.t_eval is not None:
+            self.eval_min = self.next_time[:w_new].min(initial=np.inf)
+
     # -- the loop -----------------------------------------------------------------------------
     def run(self) -> CoreOutput:
         with np.errstate(all="ignore"):  # overflow in a trial step is detected and handled
-            while self.active.any():
-                self._round(np.flatnonzero(self.active))
+            while self.w > 0:
+                self._round()
+        M, ids = self.M, self.ids
+        t_final, y_final = np.empty(M), np.empty((M, self.n))
+        nsteps, nrejected = np.empty(M, dtype=np.int64), np.empty(M, dtype=np.int64)
+        t_final[ids], y_final[ids] = self.t, self.D[0].T
+        nsteps[ids], nrejected[ids] = self.nsteps, self.nrejected
         return CoreOutput(
-            t_final=self.t.copy(),
-            y_final=self.D[:, 0].copy(),
+            t_final=t_final,
+            y_final=y_final,
             status=self.status.copy(),
             messages=[m or "reached the end of the interval" for m in self.messages],
             steps_t=self.steps_t,
@@ -303,210 +333,403 @@ class BDF2Integrator:
             y_eval=self.y_eval,
             nfev=self.nfev,
             njev=self.njev,
-            nlu=self.newton.count,
-            nsteps=self.nsteps.copy(),
-            nrejected=self.nrejected.copy(),
+            nlu=self.nlu,
+            nsteps=nsteps,
+            nrejected=nrejected,
         )
 
-    def _set_step(self, rows: np.ndarray, h_new: np.ndarray) -> None:
-        """Change the step of ``rows`` to ``h_new`` and re-express their differences."""
-        changed = h_new != self.h[rows]
-        if not changed.any():
-            return
-        rows, h_new = rows[changed], h_new[changed]
-        D = self.D[rows]
-        rescale_differences(D, h_new / self.h[rows], self.order[rows])
-        self.D[rows] = D
-        self.h[rows] = h_new
+    def _set_step(self, P: np.ndarray, h_new: np.ndarray) -> None:
+        """Change the step of positions P (int array) to ``h_new`` and re-express their differences.
 
-    def _round(self, W: np.ndarray) -> None:
-        """One attempted step for each system in W (indices of active systems)."""
+        The closed form of `rescale_differences`, in the component-major layout.
+        """
+        changed = h_new != self.h[P]
+        if not changed.all():
+            P, h_new = P[changed], h_new[changed]
+            if len(P) == 0:
+                return
+        rho = h_new / self.h[P]
+        two = self.order[P] == 2
+        D1, D2 = self.D[1][:, P], self.D[2][:, P]
+        self.D[1][:, P] = rho * D1 + np.where(two, 0.5 * rho * (1.0 - rho) * D2, 0.0)
+        self.D[2][:, P] = np.where(two, rho * rho * D2, D2)
+        self.h[P] = h_new
+
+    def _round(self) -> None:
+        """One attempted step for each running system (positions 0..w-1).
+
+        Everything is computed for all w positions at once and the outcomes (accepted, rejected,
+        Newton failure, step and order change) are selected by masks, so that a round costs a
+        fixed, small number of numpy calls on contiguous slices. The per-call overhead of numpy,
+        not arithmetic, is what a round costs once few systems are left, so the common cases
+        (every system converged and accepted; every system at the same order) take shorter paths
+        with the same arithmetic.
+        """
+        w = self.w
+        t, h = self.t[:w], self.h[:w]  # views: step changes write h in place
         # Clip the step to max_step and to the end of the interval (snapping onto the end rather than
         # leaving a sliver t cannot resolve); refuse steps that t cannot resolve.
-        remaining = self.t_end - self.t[W]
-        h = np.minimum(self.h[W], self.max_step)
-        h = np.where(h >= remaining - MIN_STEP_ULPS * np.spacing(self.t_end), remaining, h)
-        self._set_step(W, h)
-        min_step = MIN_STEP_ULPS * np.spacing(self.t[W])
-        tiny = np.zeros(self.M, dtype=bool)
-        tiny[W] = self.h[W] < min_step
-        if tiny.any():
+        remaining = self.t_end - t
+        h_clip = np.minimum(h, self.max_step) if self.max_step < np.inf else h
+        snap = h_clip >= remaining - self.end_tol
+        any_snap = np.count_nonzero(snap)
+        if any_snap or h_clip is not h:
+            h_clip = np.where(snap, remaining, h_clip)
+            changed = h_clip != h
+            if np.count_nonzero(changed):
+                P = np.flatnonzero(changed)
+                self._set_step(P, h_clip[P])
+        tiny = h < self.h_floor  # a cheap bound first: steps this large are always resolved
+        if np.count_nonzero(tiny):
+            tiny &= h < MIN_STEP_ULPS * np.spacing(t)
+        if np.count_nonzero(tiny):
             self._fail(
-                tiny,
+                np.flatnonzero(tiny),
                 "step size h = {h:.3g} fell below what floating point resolves at t = {t:.17g}; "
                 "the solution may blow up or the problem be singular there",
             )
-            W = np.flatnonzero(self.active)
-            if len(W) == 0:
-                return
+            return self._round() if self.w else None
         if self.max_steps is not None:
-            over = np.zeros(self.M, dtype=bool)
-            over[W] = self.nsteps[W] >= self.max_steps
-            if over.any():
-                self._fail(over, f"reached max_steps = {self.max_steps} before the end, at t = {{t:.6g}}")
-                W = np.flatnonzero(self.active)
-                if len(W) == 0:
-                    return
+            over = self.nsteps[:w] >= self.max_steps
+            if np.count_nonzero(over):
+                message = f"reached max_steps = {self.max_steps} before the end, at t = {{t:.6g}}"
+                self._fail(np.flatnonzero(over), message)
+                return self._round() if self.w else None
 
-        k, h = self.order[W], self.h[W]
-        remaining = self.t_end - self.t[W]
-        two = (k == 2)[:, None]
-        D = self.D[W]
-        y_pred = D[:, 0] + D[:, 1] + np.where(two, D[:, 2], 0.0)
-        psi = (D[:, 1] + np.where(two, GAMMA[2] * D[:, 2], 0.0)) / GAMMA[k][:, None]
-        c = h * BETA0[k]
-        t_new = self.t[W] + h
-        t_new[h == remaining] = self.t_end  # land exactly on the end point
+        # Predictor y_pred = D0 + D1 (+ D2), psi = (sum_j gamma_j D_j) / gamma_k, c = h beta0.
+        k = self.order[:w]
+        two = k == 2
+        n_two = np.count_nonzero(two)
+        uniform = 2 if n_two == w else 1 if n_two == 0 else 0  # the order all share, or 0 if mixed
+        D = self.D[:, :, :w]  # (N_DIFFERENCES, n, w) view
+        if uniform == 2:
+            y_pred = D[0] + D[1] + D[2]
+            psi = (D[1] + GAMMA[2] * D[2]) / GAMMA[2]
+            c = h * BETA0[2]
+        elif uniform == 1:
+            y_pred = D[0] + D[1]
+            psi = D[1] / GAMMA[1]
+            c = h * BETA0[1]
+        else:
+            y_pred = D[0] + D[1] + np.where(two, D[2], 0.0)
+            psi = (D[1] + np.where(two, GAMMA[2] * D[2], 0.0)) / GAMMA[k]
+            c = h * BETA0[k]
+        t_new = t + h
+        if any_snap:
+            t_new[h == remaining] = self.t_end  # land exactly on the end point
 
-        stale = ~self.newton.ok[W] | (np.abs(c / self.newton.c[W] - 1.0) > LU_REUSE_RTOL)
-        if stale.any():
-            self.newton.factor(W[stale], h[stale], k[stale], self.J[W[stale]])
+        # Refactor where the Newton matrix is missing or was built for a too different h beta0
+        # (c_lu is NaN where there is no usable matrix).
+        fresh = np.abs(c / self.c_lu[:w] - 1.0) <= LU_REUSE_RTOL
+        n_fresh = np.count_nonzero(fresh)
+        if n_fresh < w:
+            self._factor(~fresh, w - n_fresh, c, h, k)
 
-        d, y_new, converged, n_iter = self._newton(W, t_new, y_pred, psi, c)
+        d, y_new, converged, n_iter = self._newton(w, t_new, y_pred, psi, c)
 
         # Newton failed: refresh the Jacobian, else the Newton matrix, else halve the step.
-        failed = ~converged
-        if failed.any():
-            F = W[failed]
-            self.nrejected[F] += 1
-            need_jac = F[~self.jac_fresh[F]]
-            if len(need_jac):
-                T, Y = self.t.copy(), self.D[:, 0].copy()
-                T[need_jac] = t_new[failed][~self.jac_fresh[F]]
-                Y[need_jac] = y_pred[failed][~self.jac_fresh[F]]
-                J = self.jac(T, Y)
-                self.J[need_jac] = J[need_jac]
-                self.jac_fresh[need_jac] = True
-                self.newton.ok[need_jac] = False
-            matrix_mismatch = self.jac_fresh[F] & (self.newton.c[F] != c[failed]) & self.newton.ok[F]
-            self.newton.ok[F[matrix_mismatch]] = False
-            already = np.isin(F, need_jac) | matrix_mismatch
-            shrink = F[~already]
-            if len(shrink):
-                self._set_step(shrink, self.h[shrink] * NEWTON_FAIL_FACTOR)
-                self.n_equal[shrink] = 0
+        n_converged = np.count_nonzero(converged)
+        all_converged = n_converged == w
+        shrink = None
+        if not all_converged:
+            shrink = self._newton_failed(np.flatnonzero(~converged), t_new, y_pred, c)
+            if n_converged == 0:
+                if np.count_nonzero(shrink):
+                    self._rescale(np.where(shrink, h * NEWTON_FAIL_FACTOR, h), two, uniform)
+                    self.n_equal[:w][shrink] = 0
+                return
 
-        ok = converged
-        if not ok.any():
-            return
-        A = W[ok]
-        kA, dA, yA = k[ok], d[ok], y_new[ok]
-        scale = self.atol + self.rtol * np.abs(yA)
-        err = rms_norm(ERROR_CONST[kA][:, None] * dA / scale)
-        safety = SAFETY * (2 * NEWTON_MAXITER + 1) / (2 * NEWTON_MAXITER + n_iter[ok])
-
+        # Error test (computed everywhere; meaningful where Newton converged).
+        scale = self.atol_col + self.rtol * np.abs(y_new)
+        err = self._norm((ERROR_CONST[uniform] if uniform else ERROR_CONST[k]) * d / scale)
         reject = err > 1.0
-        if reject.any():
-            R = A[reject]
-            self.nrejected[R] += 1
-            factor = np.maximum(MIN_FACTOR, safety[reject] * err[reject] ** (-1.0 / (kA[reject] + 1)))
-            self._set_step(R, self.h[R] * factor)
-            self.n_equal[R] = 0
+        if not all_converged:
+            reject &= converged
+        any_reject = np.count_nonzero(reject) > 0
+        all_acc = all_converged and not any_reject
+        acc = None if all_acc else converged & ~reject
 
-        acc = ~reject
-        if acc.any():
-            self._accept(A[acc], kA[acc], dA[acc], yA[acc], t_new[ok][acc], safety[acc], err[acc])
+        # Accepted steps: nabla^{k+2} = d - nabla^{k+1}_old, nabla^{k+1} = d, then the lower
+        # differences accumulate (order 1 leaves D4 as it is). Written in place, row masks as the
+        # ufuncs' where= (True: every row).
+        on = True if all_acc else acc
+        if uniform == 2:
+            on2, on1 = on, None
+        elif uniform == 1:
+            on2, on1 = None, on
+        else:
+            on2, on1 = (two, ~two) if all_acc else (acc & two, acc & ~two)
+        if on2 is not None:
+            np.subtract(d, D[3], out=D[4], where=on2)
+            np.copyto(D[3], d, where=on2)
+        if on1 is not None:
+            np.subtract(d, D[2], out=D[3], where=on1)
+        if on2 is not None:
+            np.add(D[2], d, out=D[2], where=on2)
+        if on1 is not None:
+            np.copyto(D[2], d, where=on1)
+        np.add(D[1], D[2], out=D[1], where=on)
+        np.copyto(D[0], y_new, where=on)
+        np.copyto(t, t_new, where=on)
+        if all_acc:
+            self.nsteps[:w] += 1
+            self.jac_fresh[:w] = False
+            self.n_equal[:w] += 1
+        else:
+            self.nsteps[:w] += acc
+            self.jac_fresh[:w] &= ~acc
+            self.n_equal[:w] += acc
+        n_equal = self.n_equal[:w]
 
-    def _newton(self, W, t_new, y_pred, psi, c):
-        """Solve R(d) = d - c f(t_new, y_pred + d) + psi = 0 for systems W by simplified Newton.
+        if self.record_steps:
+            p = self.pos_of[0]
+            if p < w and (all_acc or acc[p]):
+                self.steps_t.append(float(t_new[p]))
+                self.steps_y.append(y_new[:, p].copy())
+        t_max = np.maximum.reduce(t_new)
+        if self.t_eval is not None and t_max >= self.eval_min:
+            due = t_new >= self.next_time[:w]
+            if not all_acc:
+                due &= acc
+            if np.count_nonzero(due):
+                self._dense_output(np.flatnonzero(due), t_new, D, two)
+        any_finished = False
+        if t_max >= self.t_end:
+            finished = t_new >= self.t_end
+            if not all_acc:
+                finished &= acc
+            any_finished = np.count_nonzero(finished) > 0
 
-        Returns d (w, n), y = y_pred + d (w, n), converged (w,) and iterations used (w,).
+        # New steps: halved after a Newton failure, shrunk after a rejection, and re-chosen (with
+        # the order) once the differences span k + 1 equal steps.
+        ready = n_equal >= (uniform + 1 if uniform else k + 1)
+        if not all_acc:
+            ready &= acc
+        if any_finished:
+            ready &= ~finished
+        any_ready = np.count_nonzero(ready) > 0
+        if not (any_ready or any_reject or shrink is not None):
+            if any_finished:
+                self._retire(finished)
+            return
+        safety = SAFETY_BY_ITERATIONS[n_iter]
+        exponent = STEP_EXPONENT[uniform] if uniform else STEP_EXPONENT[k]  # -1 / (k + 1)
+        h_new = h
+        if any_reject:
+            factor = np.maximum(MIN_FACTOR, safety * err ** exponent)
+            h_new = np.where(reject, h * factor, h_new)
+            self.nrejected[:w] += reject
+        if shrink is not None and np.count_nonzero(shrink):
+            h_new = np.where(shrink, h * NEWTON_FAIL_FACTOR, h_new)
+            reject = reject | shrink
+            any_reject = True
+        if any_ready:
+            # The other order's error: order 1 seen from order 2 (error constant 1/2 on nabla^2) or
+            # order 2 seen from order 1 (2/9 on nabla^3); the step factor is err^(-1/(order+1)).
+            if uniform:
+                other = ERROR_CONST[3 - uniform] * self._norm(D[4 - uniform] / scale)
+                other_exponent = STEP_EXPONENT[3 - uniform]
+            else:
+                other = np.where(two, ERROR_CONST[1], ERROR_CONST[2]) * self._norm(np.where(two, D[2], D[3]) / scale)
+                other_exponent = STEP_EXPONENT[3 - k]
+            f_same = np.maximum(err, EPS) ** exponent
+            f_other = np.maximum(other, EPS) ** other_exponent
+            factor = np.minimum(MAX_FACTOR, safety * np.maximum(f_same, f_other))
+            h_new = np.where(ready, h * factor, h_new)
+            switch = ready & (f_other > f_same)
+            if np.count_nonzero(switch):
+                k[switch] = 3 - k[switch]
+                two = k == 2
+                n_two = np.count_nonzero(two)
+                uniform = 2 if n_two == w else 1 if n_two == 0 else 0
+        if any_reject:
+            n_equal[ready | reject] = 0
+        else:
+            n_equal[ready] = 0
+        self._rescale(h_new, two, uniform)
+        if any_finished:
+            self._retire(finished)
+
+    def _rescale(self, h_new: np.ndarray, two: np.ndarray, uniform: int) -> None:
+        """Set the steps of positions 0..w-1 to ``h_new`` (w,) and re-express the differences of
+        those whose step changed (`rescale_differences` in the component-major layout). ``two`` (w,)
+        flags the order-2 systems by their order for the new step, ``uniform`` the order all have
+        (0 if mixed)."""
+        w = self.w
+        h = self.h[:w]
+        changed = h_new != h
+        n_changed = np.count_nonzero(changed)
+        if not n_changed:
+            return
+        rho = h_new / h
+        D1, D2 = self.D[1, :, :w], self.D[2, :, :w]
+        rows = True if n_changed == w else changed  # ufunc where=: the rows to write
+        if uniform != 1:
+            rows2 = rows if uniform == 2 else two & changed
+            coupling = 0.5 * rho * (1.0 - rho) * D2
+        np.multiply(rho, D1, out=D1, where=rows)
+        if uniform != 1:
+            np.add(D1, coupling, out=D1, where=rows2)
+            np.multiply(rho * rho, D2, out=D2, where=rows2)
+        h[...] = h_new
+
+    def _factor(self, stale: np.ndarray, n_stale: int, c: np.ndarray, h: np.ndarray, order: np.ndarray) -> None:
+        """Factorise ``I - c J`` (c = h beta0) where ``stale`` (w,) is set; c, h, order (w,)."""
+        self.nlu += n_stale
+        if self.n <= 2 and not self.single:
+            self._invert_small(True if n_stale == self.w else stale, c)
+            return
+        S = np.flatnonzero(stale)
+        n = self.n
+        A = newton_matrix(self.J[:, S].T.reshape(len(S), n, n), h[S], order[S])
+        good = np.isfinite(A).all(axis=(1, 2))
+        if self.single:
+            if good[0]:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
+                    self.lu = scipy.linalg.lu_factor(A[0], check_finite=False)
+                good[0] = bool(np.all(np.diag(self.lu[0]) != 0.0))
+        else:
+            inv = np.full_like(A, np.nan)
+            try:
+                inv[good] = np.linalg.inv(A[good])
+            except np.linalg.LinAlgError:  # some matrix is singular: find which, one at a time
+                for i in np.flatnonzero(good):
+                    try:
+                        inv[i] = np.linalg.inv(A[i])
+                    except np.linalg.LinAlgError:
+                        good[i] = False
+            self.inv[:, :, S] = inv.transpose(1, 2, 0)
+        self.c_lu[S] = np.where(good, c[S], np.nan)
+
+    def _invert_small(self, rows: np.ndarray | bool, c: np.ndarray) -> None:
+        """Closed-form inverses of ``I - c J`` (n = 1 or 2) for the running positions in ``rows``
+        (a (w,) mask, or True for all), computed for all w at once and written where ``rows``.
+
+        Far cheaper than LAPACK for tiny matrices. The inverse only steers Newton (the residual is
+        always exact), so its rounding does not reach the solution. A matrix counts as usable when
+        its entries are finite and its determinant is nonzero.
         """
-        w = len(W)
-        scale = self.atol + self.rtol * np.abs(y_pred)
-        d = np.zeros_like(y_pred)
-        y = y_pred.copy()
-        eta = np.maximum(self.eta[W], EPS) ** ETA_EXPONENT
-        converged = np.zeros(w, dtype=bool)
-        iterating = self.newton.ok[W].copy()  # a singular Newton matrix counts as a failure
-        n_iter = np.zeros(w, dtype=np.int64)
-        dy_norm_old = np.full(w, np.nan)
-        T, Y = self.t.copy(), self.D[:, 0].copy()
-        T[W] = t_new
+        w = self.w
+        J = self.J[:, :w]
+        inv = self.inv.reshape(self.n * self.n, self.M)[:, :w]
+        minus_c = -c
+        if self.n == 1:
+            det = 1.0 + minus_c * J[0]
+            np.divide(1.0, det, out=inv[0], where=rows)
+        else:  # [[a, b], [g, e]]^-1 = [[e, -b], [-g, a]] / det
+            a, b = 1.0 + minus_c * J[0], minus_c * J[1]
+            g, e = minus_c * J[2], 1.0 + minus_c * J[3]
+            det = a * e - b * g
+            r = 1.0 / det
+            minus_r = -r
+            np.multiply(e, r, out=inv[0], where=rows)
+            np.multiply(b, minus_r, out=inv[1], where=rows)
+            np.multiply(g, minus_r, out=inv[2], where=rows)
+            np.multiply(a, r, out=inv[3], where=rows)
+        good = np.isfinite(det) & (det != 0.0)  # (a non-finite entry makes det non-finite)
+        np.copyto(self.c_lu[:w], np.where(good, c, np.nan), where=rows)
+
+    def _solve(self, w: int, r: np.ndarray) -> np.ndarray:
+        """Solve ``(I - c J) x = r`` for positions 0..w-1: r (n, w) -> x (n, w)."""
+        if self.single:
+            return scipy.linalg.lu_solve(self.lu, r[:, 0], check_finite=False)[:, None]
+        return np.einsum("ijw,jw->iw", self.inv[:, :, :w], r)
+
+    def _newton_failed(self, F: np.ndarray, t_new: np.ndarray, y_pred: np.ndarray, c: np.ndarray) -> np.ndarray:
+        """Newton failed at positions F: refresh the Jacobian, else the Newton matrix, else halve the
+        step. Returns the (w,) mask of positions whose step is to be halved."""
+        self.nrejected[F] += 1
+        stale_jac = ~self.jac_fresh[F]
+        need_jac = F[stale_jac]
+        if len(need_jac):
+            T, Y = self.t.copy(), self.D[0].T.copy()
+            T[need_jac] = t_new[need_jac]
+            Y[need_jac] = y_pred[:, need_jac].T
+            J = self.jac(T.take(self.pos_of), Y.take(self.pos_of, axis=0))
+            self.J[:, need_jac] = J.take(self.ids[need_jac], axis=0).reshape(len(need_jac), -1).T
+            self.jac_fresh[need_jac] = True
+            self.c_lu[need_jac] = np.nan  # its Newton matrix is rebuilt next round
+        c_lu = self.c_lu[F]
+        matrix_mismatch = self.jac_fresh[F] & (c_lu != c[F]) & (c_lu == c_lu)
+        self.c_lu[F[matrix_mismatch]] = np.nan
+        shrink = np.zeros(self.w, dtype=bool)
+        shrink[F[~(stale_jac | matrix_mismatch)]] = True
+        return shrink
+
+    def _newton(self, w, t_new, y_pred, psi, c):
+        """Solve R(d) = d - c f(t_new, y_pred + d) + psi = 0 at positions 0..w-1 by simplified Newton.
+
+        Arrays are component-major: y_pred, psi (n, w); t_new, c (w,). Returns d (n, w),
+        y = y_pred + d (n, w), converged (w,) and iterations used (w,).
+        """
+        scale = self.atol_col + self.rtol * np.abs(y_pred)
+        eta = np.maximum(self.eta[:w], EPS) ** ETA_EXPONENT
+        iterating = self.c_lu[:w] == self.c_lu[:w]  # a usable Newton matrix (else: a failure)
+        self.Tpos[:w] = t_new
+        full = w == self.M
+        T = self.Tpos.copy() if full else self.Tpos.take(self.pos_of)
+        ids, pos_of, Ypos, fun, solve, norm = self.ids[:w], self.pos_of, self.Ypos, self.fun, self._solve, self._norm
         tol = self.newton_tol
+        y, dy_norm_old = y_pred, None
         for it in range(NEWTON_MAXITER):
-            Y[W] = y
-            F = self.fun(T, Y)[W]
-            iterating &= np.isfinite(F).all(axis=1)
-            if not iterating.any():
-                break
-            dy = self.newton.solve(W, c[:, None] * F - psi - d)
-            dy_norm = rms_norm(dy / scale)
-            if it > 0:
+            Ypos[:w] = y.T
+            if full:
+                F = fun(T, Ypos.copy()).T
+            else:
+                F = fun(T, Ypos.take(pos_of, axis=0)).take(ids, axis=0).T
+            # A non-finite f gives a non-finite dy (the matrix is nonsingular), which stops the row:
+            # through the isfinite test on the first iteration, as a rate that is not < 1 after.
+            if it == 0:
+                if not np.count_nonzero(iterating):
+                    d, converged, n_iter = np.zeros_like(y_pred), iterating, np.zeros(w, dtype=np.int64)
+                    break
+                dy = solve(w, c * F - psi)
+                dy_norm = norm(dy / scale)
+                iterating &= np.isfinite(dy_norm)
+                d = np.where(iterating, dy, 0.0)
+                y = y_pred + d
+                n_iter = iterating.astype(np.int64)
+            else:
+                dy = solve(w, c * F - psi - d)
+                dy_norm = norm(dy / scale)
                 rate = dy_norm / dy_norm_old
-                diverging = (rate >= 1.0) | (rate ** (NEWTON_MAXITER - it) / (1.0 - rate) * dy_norm > tol)
-                iterating &= ~diverging
-                eta = np.where(iterating, rate / (1.0 - rate), eta)
-            iterating &= np.isfinite(dy_norm)
-            dy = np.where(iterating[:, None], dy, 0.0)
-            y += dy
-            d += dy
-            n_iter += iterating
-            done = iterating & ((dy_norm == 0.0) | (eta * dy_norm < tol))
-            converged |= done
-            iterating &= ~done
+                one_minus = 1.0 - rate
+                iterating &= (rate < 1.0) & (rate ** (NEWTON_MAXITER - it) / one_minus * dy_norm <= tol)
+                eta = np.where(iterating, rate / one_minus, eta)
+                np.add(y, dy, out=y, where=iterating)
+                np.add(d, dy, out=d, where=iterating)
+                n_iter += iterating
+            # (eta is finite on iterating rows, so dy_norm == 0 passes this test too.)
+            done = iterating & (eta * dy_norm < tol)
+            if it == 0:
+                converged = done
+            else:
+                converged |= done
+            iterating ^= done  # done only where iterating
             dy_norm_old = dy_norm
-            if not iterating.any():
+            if not np.count_nonzero(iterating):
                 break
-        self.eta[W[converged]] = eta[converged]
+        self.eta[:w] = np.where(converged, eta, self.eta[:w])
         return d, y, converged, n_iter
 
-    def _accept(self, A, k, d, y, t_new, safety, err) -> None:
-        """Bookkeeping of accepted steps for systems A: differences, output, next step and order."""
-        t_old = self.t[A]
-        self.t[A] = t_new
-        self.nsteps[A] += 1
-        self.jac_fresh[A] = False
-        D = self.D[A]
-        two = k == 2
-        t2 = two[:, None]
-        # nabla^{k+2} = d - nabla^{k+1}_old, nabla^{k+1} = d, then the lower differences accumulate.
-        D2, D3 = D[:, 2].copy(), D[:, 3].copy()
-        D[:, 4] = np.where(t2, d - D3, D[:, 4])
-        D[:, 3] = np.where(t2, d, d - D2)
-        D[:, 2] = np.where(t2, D2 + d, d)
-        D[:, 1] += D[:, 2]
-        D[:, 0] = y
-        self.D[A] = D
-        self.n_equal[A] += 1
-
-        if self.record_steps and A[0] == 0:
-            self.steps_t.append(float(t_new[0]))
-            self.steps_y.append(y[0].copy())
-        if self.t_eval is not None:
-            self._dense_output(A, t_old, t_new, D, two)
-
-        finished = t_new >= self.t_end
-        if finished.any():
-            self.active[A[finished]] = False
-
-        # Order and step choice once the differences span k + 1 equal steps.
-        ready = (self.n_equal[A] >= k + 1) & ~finished
-        if not ready.any():
-            return
-        R, kR, DR, errR = A[ready], k[ready], D[ready], err[ready]
-        scale = self.atol + self.rtol * np.abs(y[ready])
-        twoR = kR == 2
-        # The other order's error: order 1 seen from order 2 (error constant 1/2 on nabla^2) or
-        # order 2 seen from order 1 (2/9 on nabla^3); the step factor is err^(-1/(order+1)).
-        other = np.where(twoR, ERROR_CONST[1] * rms_norm(DR[:, 2] / scale), ERROR_CONST[2] * rms_norm(DR[:, 3] / scale))
-        f_same = np.maximum(errR, EPS) ** (-1.0 / (kR + 1))
-        f_other = np.maximum(other, EPS) ** np.where(twoR, -1.0 / 2.0, -1.0 / 3.0)
-        switch = f_other > f_same
-        factor = np.minimum(MAX_FACTOR, safety[ready] * np.maximum(f_same, f_other))
-        self.order[R] = np.where(switch, 3 - kR, kR)
-        self.n_equal[R] = 0
-        self._set_step(R, self.h[R] * factor)
-
-    def _dense_output(self, A, t_old, t_new, D, two) -> None:
-        """Fill t_eval points in (t_old, t_new] from the step's interpolating polynomial."""
+    def _dense_output(self, P: np.ndarray, t_new: np.ndarray, D: np.ndarray, two: np.ndarray) -> None:
+        """Fill t_eval points in (t_old, t_new] at positions P (int array) from the step's
+        interpolating polynomial. t_new (w,), D (N_DIFFERENCES, n, w) (after the step) and two (w,)
+        cover all running positions; h is still the step just taken."""
+        t_new, D, two = t_new[P], D[:, :, P], two[P]
         hi = np.searchsorted(self.t_eval, t_new, side="right")
-        lo = self.next_eval[A]
+        lo = self.next_eval[P]
+        h = self.h[P]
         for j in range(int(np.max(hi - lo, initial=0))):
             sel = lo + j < hi
             idx = lo[sel] + j
-            s = ((self.t_eval[idx] - t_new[sel]) / self.h[A[sel]])[:, None]
-            Ds = D[sel]
-            val = Ds[:, 0] + s * Ds[:, 1] + np.where(two[sel, None], 0.5 * s * (s + 1.0) * Ds[:, 2], 0.0)
-            self.y_eval[A[sel], :, idx] = val
-        self.next_eval[A] = np.maximum(hi, lo)
+            s = (self.t_eval[idx] - t_new[sel]) / h[sel]
+            Ds = D[:, :, sel]
+            val = Ds[0] + s * Ds[1] + np.where(two[sel], 0.5 * s * (s + 1.0) * Ds[2], 0.0)
+            self.y_eval[self.ids[P[sel]], :, idx] = val.T
+        nxt = np.maximum(hi, lo)
+        self.next_eval[P] = nxt
+        T = len(self.t_eval)
+        self.next_time[P] = np.where(nxt < T, self.t_eval[np.minimum(nxt, T - 1)], np.inf)
+        self.eval_min = self.next_time[: self.w].min()

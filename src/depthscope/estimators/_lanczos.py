@@ -12,16 +12,26 @@ from typing import Callable
 
 import torch
 
-# Stop when the residual bound of the top Ritz pair, beta_j |s_j|, falls below this fraction of the
-# Ritz value: the Ritz value is then within that of an eigenvalue (usually within its square over
-# the spectral gap), so sigma = sqrt(lambda) is within 0.5%, inside the 1% we promise.
+# A problem stops when either test holds for its top Ritz pair (theta, residual bound r = beta_j |s_j|):
+#  * r <= LANCZOS_RTOL * theta: theta is within r of an eigenvalue;
+#  * r^2 <= LANCZOS_VALUE_RTOL * theta * (theta - theta_2) and theta moved by less than
+#    LANCZOS_VALUE_RTOL * theta in the last iteration: the Kato-Temple estimate of the top
+#    eigenvalue's error, r^2 / gap, is below 0.2% of it (sigma = sqrt(lambda) within 0.1%). The
+#    gap comes from the second Ritz value, which may not have converged, so the estimate alone can
+#    stop too early on clustered tops; a theta that still moves says so. LANCZOS_MIN_ITER guards
+#    the first steps.
 LANCZOS_RTOL = 1e-2
+LANCZOS_VALUE_RTOL = 0.0
+LANCZOS_MIN_ITER = 4
 # Enough for the top eigenvalue of the spectra we meet (edges of Marchenko-Pastur-like bulks
 # converge in 20-40 iterations); each iteration costs one operator application.
 LANCZOS_MAX_ITER = 60
 # A Lanczos vector shorter than this fraction of the operator scale means the Krylov space is
 # exhausted (an invariant subspace): the Ritz values are then exact.
 BREAKDOWN_RTOL = 1e-10
+# Gram-Schmidt is repeated only when the first pass removed more than this share of the vector's
+# norm (the "twice is enough" test): orthogonality then stays at rounding level.
+REORTH_KEEP = 0.7
 
 
 @dataclass(frozen=True)
@@ -31,68 +41,95 @@ class LanczosResult:
     Attributes:
         value: ``(M,)`` top Ritz value (a lower bound on the top eigenvalue that converges to it).
         residual: ``(M,)`` the residual bound beta_j |s_j| of that Ritz pair.
-        iterations: operator applications spent.
-        converged: ``(M,)`` whether the residual bound met the tolerance.
+        iterations: ``(M,)`` operator applications spent on each problem.
+        converged: ``(M,)`` whether a stopping test was met.
     """
 
     value: torch.Tensor
     residual: torch.Tensor
-    iterations: int
+    iterations: torch.Tensor
     converged: torch.Tensor
 
 
 def lanczos_top_eigenvalue(
-    matvec: Callable[[torch.Tensor], torch.Tensor],
+    matvec: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor],
     v0: torch.Tensor,
     max_iter: int = LANCZOS_MAX_ITER,
     rtol: float = LANCZOS_RTOL,
+    value_rtol: float = LANCZOS_VALUE_RTOL,
+    drop_converged: bool = False,
 ) -> LanczosResult:
     """Top eigenvalue of M symmetric PSD operators, applied jointly.
 
+    With ``drop_converged``, problems that have converged drop out and the operator is applied to
+    the still-active ones only; otherwise all run until every one has converged (the stopping tests
+    can be met at an eigenvalue below the top when the start vector barely touches the top
+    eigenvector, and the extra iterations of lockstep guard against that: use ``drop_converged``
+    with start vectors that are already rich in the top direction).
+
     Args:
-        matvec: maps ``(M, N) -> (M, N)``, row m through operator m.
-        v0: ``(M, N)`` starting vectors (random; zero rows are allowed and yield 0).
+        matvec: ``matvec(v, rows)`` maps ``(m, N) -> (m, N)``: row i through operator ``rows[i]``
+            (``rows`` is a long tensor of problem indices, or None for all M in order).
+        v0: ``(M, N)`` starting vectors (random; zero rows are allowed and yield 0). Their dtype is
+            the working precision of the Krylov basis.
         max_iter: iteration cap (also capped at N).
     """
     M, N = v0.shape
     dtype = v0.dtype
+    tiny = torch.finfo(dtype).tiny
     max_iter = max(1, min(max_iter, N))
     norm0 = v0.norm(dim=1, keepdim=True)
-    q = torch.where(norm0 > 0, v0 / norm0.clamp_min(torch.finfo(dtype).tiny), torch.zeros_like(v0))
-    # The Krylov basis lives in one preallocated buffer: restacking a growing list every iteration
-    # copied O(j M N) numbers per iteration and dominated wide problems.
-    Q = torch.empty(M, max_iter, N, dtype=dtype)
-    Q[:, 0] = q
-    alphas: list[torch.Tensor] = []
-    betas: list[torch.Tensor] = []
+    q = torch.where(norm0 > 0, v0 / norm0.clamp_min(tiny), torch.zeros_like(v0))
+
     value = torch.zeros(M, dtype=dtype)
     residual = torch.full((M,), float("inf"), dtype=dtype)
-    scale = torch.zeros(M, dtype=dtype)
-    it = 0
+    iterations = torch.zeros(M, dtype=torch.long)
+    converged = torch.zeros(M, dtype=torch.bool)
+
+    rows = torch.arange(M)  # problems still running
+    # The Krylov basis lives in one preallocated buffer, compacted when problems finish.
+    Q = torch.empty(M, max_iter, N, dtype=dtype)
+    Q[:, 0] = q
+    alphas = torch.zeros(M, max_iter, dtype=torch.float64)
+    betas = torch.zeros(M, max_iter, dtype=torch.float64)
+    scale = torch.zeros(M, dtype=torch.float64)
+    previous = torch.zeros(M, dtype=torch.float64)
     for it in range(1, max_iter + 1):
-        w = matvec(q)
+        w = matvec(q, None if len(rows) == M else rows).to(dtype)
         a = (q * w).sum(1)
-        alphas.append(a)
-        basis = Q[:, :it]  # (M, j, N), a view
-        for _ in range(2):  # classical Gram-Schmidt twice: full reorthogonalisation
-            coef = torch.bmm(basis, w.unsqueeze(2))  # (M, j, 1)
-            w = w - torch.bmm(basis.transpose(1, 2), coef).squeeze(2)
-        b = w.norm(dim=1)
-        scale = torch.maximum(scale, a.abs() + b)
-        T = torch.diag_embed(torch.stack(alphas, 1))
-        if betas:
-            off = torch.stack(betas, 1)
-            T = T + torch.diag_embed(off, 1) + torch.diag_embed(off, -1)
+        alphas[:, it - 1] = a.double()
+        basis = Q[:, :it]  # (m, j, N), a view
+        before = w.norm(dim=1)
+        w = w - torch.bmm(basis.transpose(1, 2), torch.bmm(basis, w.unsqueeze(2))).squeeze(2)
+        after = w.norm(dim=1)
+        if bool((after < REORTH_KEEP * before).any()):
+            w = w - torch.bmm(basis.transpose(1, 2), torch.bmm(basis, w.unsqueeze(2))).squeeze(2)
+        b = w.norm(dim=1).double()
+        scale = torch.maximum(scale, a.double().abs() + b)
+        T = torch.diag_embed(alphas[:, :it]) + torch.diag_embed(betas[:, : it - 1], 1) + torch.diag_embed(betas[:, : it - 1], -1)
         evals, evecs = torch.linalg.eigh(T)
-        value = evals[:, -1]
-        residual = b * evecs[:, -1, -1].abs()
-        broken = b <= BREAKDOWN_RTOL * scale.clamp_min(torch.finfo(dtype).tiny)
-        done = (residual <= rtol * value.abs().clamp_min(torch.finfo(dtype).tiny)) | broken
+        theta = evals[:, -1]
+        r = b * evecs[:, -1, -1].abs()
+        broken = b <= BREAKDOWN_RTOL * scale.clamp_min(tiny)
+        done = (r <= rtol * theta.abs().clamp_min(tiny)) | broken
+        if it >= LANCZOS_MIN_ITER:
+            gap = (theta - evals[:, -2]).clamp_min(0.0)
+            still = (theta - previous).abs() <= value_rtol * theta.abs()
+            done = done | ((r * r <= value_rtol * theta.abs() * gap) & still)
+        previous = theta
+        value[rows] = theta.to(dtype)
+        residual[rows] = r.to(dtype)
+        iterations[rows] = it
+        converged[rows] = done
         if bool(done.all()) or it == max_iter:
             break
-        q = torch.where(broken[:, None], torch.zeros_like(w), w / b.clamp_min(torch.finfo(dtype).tiny)[:, None])
-        betas.append(torch.where(broken, torch.zeros_like(b), b))
+        keep = (~done).nonzero().squeeze(1)
+        if drop_converged and len(keep) < len(rows):  # compact: finished problems leave every buffer
+            rows, Q, alphas, betas, scale = rows[keep], Q[keep], alphas[keep], betas[keep], scale[keep]
+            previous, w, b, broken = previous[keep], w[keep], b[keep], broken[keep]
+        # An exhausted Krylov space (breakdown) continues with a zero vector: its Ritz values are final.
+        b = torch.where(broken, torch.zeros_like(b), b)
+        q = torch.where(broken[:, None], torch.zeros_like(w), w / b.clamp_min(tiny).to(dtype)[:, None])
+        betas[:, it - 1] = b
         Q[:, it] = q
-    tiny = torch.finfo(dtype).tiny
-    converged = (residual <= rtol * value.abs().clamp_min(tiny)) | (residual <= BREAKDOWN_RTOL * scale.clamp_min(tiny))
-    return LanczosResult(value=value.clamp_min(0.0), residual=residual, iterations=it, converged=converged)
+    return LanczosResult(value=value.clamp_min(0.0), residual=residual, iterations=iterations, converged=converged)

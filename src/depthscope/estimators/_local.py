@@ -89,13 +89,22 @@ def _explicit_group(Jm: torch.Tensor, square: bool, exact: bool, generator: torc
         return fro, s[:, 0], (s[:, -1] if square else None), gap, (SIGMA_MIN_EXACT if square else None), "exact"
     v0 = torch.randn(M, n_in, generator=generator, dtype=J.dtype)
     # J^T (J v) as two matrix-vector products: O(n^2) per iteration instead of forming J^T J, O(n^3).
-    dt = Jm.dtype
-    smax = lanczos_top_eigenvalue(lambda v: (Jm.mT @ (Jm @ v.to(dt)[..., None]))[..., 0].to(v.dtype), v0).value.sqrt()
+    smax = lanczos_top_eigenvalue(_gram_matvec(Jm), v0).value.sqrt()
     if not square:
         return fro, smax, None, None, None, "explicit"
-    D = Jm - eye.to(dt)
-    gap = lanczos_top_eigenvalue(lambda v: (D.mT @ (D @ v.to(dt)[..., None]))[..., 0].to(v.dtype), v0).value.sqrt()
+    D = Jm - eye.to(Jm.dtype)
+    gap = lanczos_top_eigenvalue(_gram_matvec(D), v0).value.sqrt()
     return fro, smax, _inverse_sigma_min(J, v0), gap, SIGMA_MIN_INVERSE_LANCZOS, "explicit"
+
+
+def _gram_matvec(A: torch.Tensor):
+    """``v -> A^T (A v)`` per matrix of ``A: (M, n_out, n_in)``, in A's dtype, rows selectable."""
+
+    def matvec(v: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
+        a = A if rows is None else A[rows]
+        return (a.mT @ (a @ v.to(A.dtype)[..., None]))[..., 0].to(v.dtype)
+
+    return matvec
 
 
 def _inverse_sigma_min(J: torch.Tensor, v0: torch.Tensor) -> torch.Tensor:
@@ -109,13 +118,39 @@ def _inverse_sigma_min(J: torch.Tensor, v0: torch.Tensor) -> torch.Tensor:
         eye = torch.eye(J.shape[-1], dtype=J.dtype).expand_as(J)
         LU, piv, _ = torch.linalg.lu_factor_ex(torch.where(singular[:, None, None], eye, J))
 
-    def matvec(v: torch.Tensor) -> torch.Tensor:
-        w = torch.linalg.lu_solve(LU, piv, v[..., None], adjoint=True)  # J^{-T} v
-        return torch.linalg.lu_solve(LU, piv, w)[..., 0]  # J^{-1} J^{-T} v = (J^T J)^{-1} v
+    def matvec(v: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
+        lu, p = (LU, piv) if rows is None else (LU[rows], piv[rows])
+        w = torch.linalg.lu_solve(lu, p, v[..., None], adjoint=True)  # J^{-T} v
+        return torch.linalg.lu_solve(lu, p, w)[..., 0]  # J^{-1} J^{-T} v = (J^T J)^{-1} v
 
     lam = lanczos_top_eigenvalue(matvec, v0).value
     out = torch.where(torch.isfinite(lam) & (lam > 0), lam.clamp_min(1e-300).rsqrt(), torch.zeros_like(lam))
     return torch.where(singular, torch.zeros_like(out), out)
+
+
+def ritz_start(V: torch.Tensor, AV: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """The unit vector of span(V) that A stretches most, per example: a Lanczos start for A^T A.
+
+    Args:
+        V: ``(P, B, n)`` probe vectors; AV: ``(P, B, m)`` their images under A.
+
+    Returns ``(B, n)``: the top Ritz vector of A^T A in span(V) (generalised eigenproblem
+    (AV)(AV)^T c = mu V V^T c). Falls back to a random vector when the probes are dependent.
+    """
+    P, B, n = V.shape
+    if P >= n:
+        return torch.randn(B, n, generator=generator, dtype=V.dtype)
+    G = torch.einsum("pbi,qbi->bpq", AV, AV)
+    S = torch.einsum("pbi,qbi->bpq", V, V)
+    L, info = torch.linalg.cholesky_ex(S)
+    if bool((info != 0).any()):
+        return torch.randn(B, n, generator=generator, dtype=V.dtype)
+    Li_G = torch.linalg.solve_triangular(L, G, upper=False)
+    C = torch.linalg.solve_triangular(L, Li_G.mT, upper=False)  # L^-1 G L^-T
+    _, vecs = torch.linalg.eigh((C + C.mT) / 2)
+    c = torch.linalg.solve_triangular(L.mT, vecs[:, :, -1:], upper=True)[..., 0]  # (B, P)
+    v = torch.einsum("bp,pbi->bi", c, V)
+    return v / v.norm(dim=1, keepdim=True).clamp_min(torch.finfo(V.dtype).tiny)
 
 
 def matrix_free_stats(
@@ -138,28 +173,41 @@ def matrix_free_stats(
     n_max = max(lin.n_in[k] for k in ks)
     S = len(ks)
 
-    def unpad(v: torch.Tensor) -> list[torch.Tensor]:  # (S, C, B, n_max) -> per step (C, B, *S_k)
-        return [v[i, :, :, : lin.n_in[k]].to(dtype).reshape(C, *lin.states[k].shape) for i, k in enumerate(ks)]
-
     def minus_identity_in_gap_channel(k: int, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
         if not square[k]:
             return after
         return torch.cat([after[:1], after[1:] - before[1:]])
 
-    def matvec(flat: torch.Tensor) -> torch.Tensor:
-        v = flat.reshape(S, C, B, n_max)
-        vin = unpad(v)
-        w = [minus_identity_in_gap_channel(k, vk, wk) for k, vk, wk in zip(ks, vin, lin.jvp_all(ks, vin))]
-        z = [minus_identity_in_gap_channel(k, wk, zk) for k, wk, zk in zip(ks, w, lin.vjp_all(ks, w))]
+    def matvec(flat: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
+        # Rows are (step, channel, example) triples flattened; only steps with an active row run.
+        v = torch.zeros(S * C * B, n_max, dtype=flat.dtype)
+        v[slice(None) if rows is None else rows] = flat
+        v = v.reshape(S, C, B, n_max)
+        live = range(S) if rows is None else sorted(set((rows // (C * B)).tolist()))
+        live_ks = [ks[i] for i in live]
+        vin = [v[i, :, :, : lin.n_in[k]].to(dtype).reshape(C, *lin.states[k].shape) for i, k in zip(live, live_ks)]
+        w = [minus_identity_in_gap_channel(k, vk, wk) for k, vk, wk in zip(live_ks, vin, lin.jvp_all(live_ks, vin))]
+        z = [minus_identity_in_gap_channel(k, wk, zk) for k, wk, zk in zip(live_ks, w, lin.vjp_all(live_ks, w))]
         out = torch.zeros_like(v)
-        for i, k in enumerate(ks):
-            out[i, :, :, : lin.n_in[k]] = z[i].reshape(C, B, -1).to(out.dtype)
-        return out.reshape(S * C * B, n_max)
+        for i, k, zk in zip(live, live_ks, z):
+            out[i, :, :, : lin.n_in[k]] = zk.reshape(C, B, -1).to(out.dtype)
+        out = out.reshape(S * C * B, n_max)
+        return out if rows is None else out[rows]
 
-    v0 = torch.zeros(S, C, B, n_max, dtype=torch.float64)
-    for i, k in enumerate(ks):
-        v0[i, :, :, : lin.n_in[k]] = torch.randn(C, B, lin.n_in[k], generator=generator, dtype=torch.float64)
-    top = lanczos_top_eigenvalue(matvec, v0.reshape(-1, n_max)).value.reshape(S, C, B).sqrt()
+    # Lanczos starts from the best direction in the span of the Hutchinson probes (Rayleigh-Ritz on
+    # the products already computed), so each problem can stop as soon as it has converged. The
+    # Krylov basis is kept in the model's precision: its orthogonality (1e-7 in float32) is far
+    # below the tolerance, and it halves the cost of reorthogonalising against 16k-long vectors.
+    work = torch.promote_types(dtype, torch.float32)
+    v0 = torch.zeros(S, C, B, n_max, dtype=work)
+    for i, (k, v, o) in enumerate(zip(ks, vs, outs)):
+        V = v.reshape(probes, B, -1).to(torch.float64)
+        JV = o.reshape(probes, B, -1).to(torch.float64)
+        v0[i, 0, :, : lin.n_in[k]] = ritz_start(V, JV, generator).to(work)
+        if C == 2:
+            v0[i, 1, :, : lin.n_in[k]] = ritz_start(V, JV - V if square[k] else JV, generator).to(work)
+    top = lanczos_top_eigenvalue(matvec, v0.reshape(-1, n_max), drop_converged=True).value
+    top = top.double().reshape(S, C, B).sqrt()
     result = {}
     for i, k in enumerate(ks):
         smax = top[i, 0]

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import math
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from depthscope._errors import DepthscopeError
+from depthscope._io import SPECIAL_FLOATS, atomic_write_text, encode_json
 
 REPORT_FORMAT = 1  # bump when fields change meaning
 
@@ -82,7 +81,7 @@ class Report:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["format"] = REPORT_FORMAT
-        return _encode(d)
+        return encode_json(d)
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the report as JSON atomically (a temporary file renamed over the target)."""
@@ -116,40 +115,6 @@ class Report:
             raise DepthscopeError(f"{path} is not a depthscope report: {err}") from err
 
 
-def atomic_write_text(target: Path, text: str) -> None:
-    """Write ``text`` to ``target`` so that readers see the old file or the new one, never half."""
-    parent = target.parent if str(target.parent) else Path(".")
-    if not parent.is_dir():
-        raise DepthscopeError(f"cannot write {target}: directory {parent} does not exist")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent)
-    except OSError as err:
-        raise DepthscopeError(f"cannot write {target}: {err.strerror}") from err
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except OSError as err:
-        Path(tmp).unlink(missing_ok=True)
-        raise DepthscopeError(f"cannot write {target}: {err.strerror}") from err
-
-
-# JSON has no inf/nan; strict readers (browsers) reject them, so they travel as strings.
-_SPECIAL = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
-
-
-def _encode(obj: Any) -> Any:
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return "nan" if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
-    if isinstance(obj, dict):
-        return {k: _encode(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_encode(v) for v in obj]
-    return obj
-
-
 _FLOAT_FIELDS = {
     "local_fro", "local_sigma_max", "local_sigma_min", "identity_gap", "cum_log_fro", "grad_log_norm",
     "grad_ratio", "log_gain", "depth_scale", "input_grad_log_norm",
@@ -157,8 +122,8 @@ _FLOAT_FIELDS = {
 
 
 def _decode(obj: Any, key: str | None = None) -> Any:
-    if isinstance(obj, str) and obj in _SPECIAL and (key in _FLOAT_FIELDS or key == "lyapunov"):
-        return _SPECIAL[obj]
+    if isinstance(obj, str) and obj in SPECIAL_FLOATS and (key in _FLOAT_FIELDS or key == "lyapunov"):
+        return SPECIAL_FLOATS[obj]
     if isinstance(obj, dict):
         return {k: _decode(v, k) for k, v in obj.items()}
     if isinstance(obj, list):

@@ -1,0 +1,84 @@
+"""Terminal display of the claim ledger: the claim list, a progress bar and the run summary."""
+
+from __future__ import annotations
+
+from collections import Counter
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Mapping
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+VERDICT_STYLE = {"confirmed": "green", "qualified": "yellow", "refuted": "red"}
+REASON_WIDTH = 90  # characters of the reason shown in tables
+
+
+def _verdict(v: str | None) -> str:
+    if v is None:
+        return "[dim]not run[/dim]"
+    return f"[{VERDICT_STYLE.get(v, 'white')}]{v}[/]"
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= REASON_WIDTH else text[: REASON_WIDTH - 1] + "…"
+
+
+def render_ledger_list(experiments, last: Mapping[str, object], source: str, console: Console | None = None) -> None:
+    """The registered claims with their source and the verdict of the last run (if any)."""
+    from depthscope.ledger import SOURCES
+
+    console = console or Console()
+    table = Table(title="claim ledger", header_style="bold")
+    for col in ("id", "source", "claim", "last verdict"):
+        table.add_column(col)
+    for e in experiments:
+        r = last.get(e.id)
+        table.add_row(e.id, f"{e.source} {SOURCES[e.source]}", _short(e.statement), _verdict(getattr(r, "verdict", None)))
+    console.print(table)
+    if not last:
+        console.print(f"[dim]no results at {source}; run `depthscope ledger run`[/dim]")
+
+
+class _Progress:
+    def __init__(self, progress: Progress | None, total: int):
+        self._p = progress
+        self._task = progress.add_task("ledger", total=total) if progress else None
+
+    def start(self, claim_id: str) -> None:
+        if self._p:
+            self._p.update(self._task, description=f"running {claim_id}")
+
+    def done(self, result) -> None:
+        if self._p:
+            self._p.console.print(f"{result.id:>4} {_verdict(result.verdict)} [dim]({result.runtime_s:.1f} s)[/dim]")
+            self._p.advance(self._task)
+
+
+@contextmanager
+def ledger_progress(total: int, quiet: bool = False) -> Iterator[_Progress]:
+    """A progress bar with ``start(id)`` and ``done(result)`` callbacks for `run_many`."""
+    if quiet:
+        yield _Progress(None, total)
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, transient=True) as progress:
+        yield _Progress(progress, total)
+
+
+def render_ledger_summary(results, out: Path | None = None, console: Console | None = None) -> None:
+    """Verdict table and counts after a run."""
+    console = console or Console()
+    table = Table(title="claim ledger: verdicts", header_style="bold")
+    for col in ("id", "verdict", "why", "s"):
+        table.add_column(col)
+    for r in results:
+        table.add_row(r.id, _verdict(r.verdict), _short(r.reason), f"{r.runtime_s:.1f}")
+    console.print(table)
+    counts = Counter(r.verdict for r in results)
+    total = sum(r.runtime_s for r in results)
+    line = ", ".join(f"{counts.get(v, 0)} {v}" for v in VERDICT_STYLE)
+    console.print(f"{len(results)} claims: {line}; {total:.1f} s of experiments")
+    if out is not None:
+        console.print(f"results: {out / 'results.json'}  atlas: {out / 'atlas.html'}")

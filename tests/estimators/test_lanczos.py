@@ -1,0 +1,74 @@
+"""Batched Lanczos against dense eigensolvers, in lockstep and with converged problems dropped."""
+
+import pytest
+import torch
+
+from depthscope.estimators._lanczos import LANCZOS_RTOL, lanczos_top_eigenvalue
+from depthscope.estimators._local import ritz_start
+
+
+def _problems(gen, M=12, N=40, spread=1.0):
+    A = torch.randn(M, N, N, generator=gen, dtype=torch.float64) * spread / N**0.5 + torch.eye(N, dtype=torch.float64)
+    return A, A.mT @ A
+
+
+def _matvec(H):
+    return lambda v, rows: ((H if rows is None else H[rows]) @ v[..., None])[..., 0]
+
+
+@pytest.mark.parametrize("drop", [False, True])
+def test_top_eigenvalue_matches_eigvalsh(gen, drop):
+    A, H = _problems(gen)
+    true = torch.linalg.eigvalsh(H)[:, -1]
+    # Start from the best of 16 random directions, as the matrix-free probe does.
+    V = torch.randn(16, A.shape[0], A.shape[2], generator=gen, dtype=torch.float64)
+    v0 = ritz_start(V, torch.einsum("mij,pmj->pmi", A, V), gen)
+    r = lanczos_top_eigenvalue(_matvec(H), v0, drop_converged=drop)
+    assert bool(r.converged.all())
+    assert torch.all(r.value <= true * (1 + 1e-12))  # Ritz values are lower bounds
+    assert torch.allclose(r.value, true, rtol=LANCZOS_RTOL)
+    assert r.iterations.shape == (A.shape[0],) and int(r.iterations.max()) <= A.shape[2]
+
+
+def test_dropping_converged_problems_applies_the_operator_to_fewer_rows(gen):
+    _, H = _problems(gen, M=8)
+    H[0] = torch.diag(torch.linspace(1, 2, H.shape[1], dtype=torch.float64))  # slow: no spectral gap
+    H[1] = torch.diag(torch.tensor([5.0] + [1.0] * (H.shape[1] - 1), dtype=torch.float64))  # converges at once
+    sizes = []
+
+    def mv(v, rows):
+        sizes.append(v.shape[0])
+        return _matvec(H)(v, rows)
+
+    r = lanczos_top_eigenvalue(mv, torch.randn(8, H.shape[1], generator=gen, dtype=torch.float64), drop_converged=True)
+    assert sizes[0] == 8 and sizes[-1] < 8
+    assert int(r.iterations[1]) < int(r.iterations[0])
+    assert float(r.value[1]) == pytest.approx(5.0, rel=1e-10)
+
+
+def test_exhausted_krylov_space_is_exact(gen):
+    # A rank-one operator: the Krylov space is exhausted after one step, and the answer is exact.
+    u = torch.randn(3, 30, generator=gen, dtype=torch.float64)
+    H = u[:, :, None] * u[:, None, :]
+    r = lanczos_top_eigenvalue(_matvec(H), torch.randn(3, 30, generator=gen, dtype=torch.float64))
+    assert torch.allclose(r.value, (u * u).sum(1), rtol=1e-10)
+    assert bool(r.converged.all())
+
+
+def test_zero_start_rows_yield_zero(gen):
+    _, H = _problems(gen, M=3)
+    v0 = torch.randn(3, H.shape[1], generator=gen, dtype=torch.float64)
+    v0[1] = 0
+    r = lanczos_top_eigenvalue(_matvec(H), v0)
+    assert float(r.value[1]) == 0.0 and float(r.value[0]) > 0
+
+
+def test_ritz_start_finds_the_best_direction_in_the_span(gen):
+    A, _ = _problems(gen, M=4, N=30)
+    V = torch.randn(8, 4, 30, generator=gen, dtype=torch.float64)
+    v = ritz_start(V, torch.einsum("mij,pmj->pmi", A, V), gen)
+    assert torch.allclose(v.norm(dim=1), torch.ones(4, dtype=torch.float64))
+    gain = (A @ v[..., None])[..., 0].norm(dim=1)
+    # No probe direction (normalised) is stretched more than the Ritz vector.
+    probes = torch.einsum("mij,pmj->pmi", A, V).norm(dim=2) / V.norm(dim=2)
+    assert torch.all(gain >= probes.max(0).values - 1e-12)

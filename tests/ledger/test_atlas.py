@@ -1,0 +1,85 @@
+"""The atlas page: self-contained HTML, every claim present, and a real headless Chromium loads it
+without console errors (the page test runs wherever Chromium is installed; CI installs it and sets
+DEPTHSCOPE_REQUIRE_BROWSER=1 so that a missing browser fails instead of skipping)."""
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+import depthscope.ledger as ledger
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+REQUIRE_BROWSER = os.environ.get("DEPTHSCOPE_REQUIRE_BROWSER") == "1"
+
+
+@pytest.fixture(scope="module")
+def atlas(tmp_path_factory, tiny_results) -> Path:
+    results = list(tiny_results.values())
+    return ledger.write_atlas(results, tmp_path_factory.mktemp("atlas") / "atlas.html")
+
+
+def test_atlas_is_self_contained(atlas):
+    html = atlas.read_text()
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", html), "the atlas must not load anything from the network"
+    for claim_id in ledger.list_experiments():
+        assert f'<section id="{claim_id}"' in html
+    assert html.count("data:image/png;base64,") == sum(
+        ledger.get_experiment(i).plot is not None for i in ledger.list_experiments()
+    )
+
+
+def test_atlas_escapes_text(tmp_path, tiny_results):
+    r = next(iter(tiny_results.values()))
+    evil = ledger.ClaimResult(**{**r.to_dict(), "reason": "<script>alert(1)</script>", "figure_png": None})
+    html = ledger.render_atlas([evil])
+    assert "<script>" not in html and "&lt;script&gt;" in html
+
+
+def test_summary_counts_verdicts(tiny_results):
+    results = list(tiny_results.values())
+    html = ledger.render_atlas(results)
+    for verdict in ledger.VERDICTS:
+        n = sum(r.verdict == verdict for r in results)
+        assert f"{verdict}</span> {n}" in html
+
+
+def _browser():
+    if CHROMIUM is None:
+        if REQUIRE_BROWSER:
+            pytest.fail("DEPTHSCOPE_REQUIRE_BROWSER=1 but no chromium on PATH")
+        pytest.skip("chromium is not installed (CI installs it)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        if REQUIRE_BROWSER:
+            pytest.fail("DEPTHSCOPE_REQUIRE_BROWSER=1 but playwright is not installed")
+        pytest.skip("playwright is not installed (pip install depthscope[test])")
+    return sync_playwright
+
+
+def test_atlas_loads_in_headless_chromium(atlas, tmp_path):
+    sync_playwright = _browser()
+    problems = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type in ("error", "warning") else None)
+            page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+            page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url}"))
+            page.goto(atlas.as_uri(), wait_until="load")
+            sections = page.locator("section.claim")
+            assert sections.count() == len(ledger.list_experiments())
+            ids = [sections.nth(i).get_attribute("id") for i in range(sections.count())]
+            assert ids == ledger.list_experiments()
+            broken = page.evaluate("Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).length")
+            assert broken == 0, f"{broken} figures did not decode"
+            shot = tmp_path / "atlas.png"
+            page.screenshot(path=str(shot), full_page=False)
+            assert shot.read_bytes()[:4] == b"\x89PNG"
+        finally:
+            browser.close()
+    assert problems == []
