@@ -1,17 +1,20 @@
 """The experiments, one module per claim or per topic; importing this package registers all of them.
 
-Residual learning (seed 000); helpers shared by R4-R12 in `_residual_common`:
+Residual learning (seed 000); helpers shared by R4-R12 in `_residual_common`, by the trained networks of R1, R3
+and R10 in `_training_common`:
 
+* `r01_alignment`: R1, after training, a residual block's F(x) aligns with the error t - x (denoising digits);
+* `r02_delta`: R2, Delta-learning on a physical system depthscope computes itself (system in `_clusters`);
+* `r03_degradation`: R3, deeper plain MLPs train worse than shallower ones, residual ones do not (and ReZero's speed);
 * `r04_telescoping`: R4, x_L = x_0 + sum_i F_i(x_i), and F_i -> 0 makes every block the identity;
 * `r05_dead_zone`: R5, a soft-thresholding block is exactly the identity in its dead zone;
 * `r06_eigenvalues`: R6, eig(I + W) = 1 + eig(W), clustered near 1 for small W;
 * `r07_weyl`: R7, Weyl's interval [1 - eps, 1 + eps] for the singular values of I + W;
 * `r08_product_bound`: R8, L blocks amplify by at most (1 + eps)^L;
 * `r09_alpha_jacobian`: R9, the Jacobian I + alpha J_F of y = x + alpha F(x) and its eigenvalues;
+* `r10_fighting`: R10, large alpha makes the backward signals of consecutive blocks anti-aligned (they fight);
 * `r11_alpha_gradient`: R11, dL/dalpha = (grad_y L)^T F(x);
-* `r12_lockstep`: R12, a deep linear residual stack near zero: equal block gradients, update ~ L;
-* `training`: R1, R3, R10 (trained networks: alignment, degradation, fighting gradients);
-* `delta`: R2 (Delta-learning on a physical system depthscope computes itself).
+* `r12_lockstep`: R12, a deep linear residual stack near zero: equal block gradients, update ~ L.
 
 The Jacobian as an engineering tool (seed 001); run seeds and the digits input size in `_engineering_common`, the
 transformers by LayerNorm placement, their backward signal and its decay fit shared by J3 and J4 in `_transformer_common`:
@@ -51,7 +54,6 @@ vanishing / exploding / marginal convention in `_vanishing_common`:
 """
 
 from depthscope.ledger.claims import (  # noqa: F401
-    delta,
     j1_densenet,
     j2_growth,
     j3_postln,
@@ -64,15 +66,18 @@ from depthscope.ledger.claims import (  # noqa: F401
     n2_near_identity,
     n3_depth_law,
     n4_procrustes,
+    r01_alignment,
+    r02_delta,
+    r03_degradation,
     r04_telescoping,
     r05_dead_zone,
     r06_eigenvalues,
     r07_weyl,
     r08_product_bound,
     r09_alpha_jacobian,
+    r10_fighting,
     r11_alpha_gradient,
     r12_lockstep,
-    training,
     v01_scalar_tower,
     v02_sigmoid_bound,
     v03_linear_slope,
