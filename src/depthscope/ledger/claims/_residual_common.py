@@ -9,8 +9,9 @@ import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from torch import nn
-from torch.func import jacrev, vmap
 
+from depthscope.chain import Chain
+from depthscope.estimators import LinearizedChain
 from depthscope.zoo import create_model
 
 
@@ -36,8 +37,11 @@ def _matched_distance(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _per_example_jacobian(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    """Exact Jacobians of a batch-first map, one per example: x: (B, n) -> (B, n_out, n)."""
-    return vmap(jacrev(lambda v: fn(v.unsqueeze(0)).squeeze(0)))(x)
+    """Exact Jacobians of a batch-first map, one per example: x: (B, n) -> (B, n_out, n).
+
+    The probe's own explicit route: a one-step chain, its Jacobian built from the narrower side.
+    """
+    return LinearizedChain(Chain([fn]), x).explicit(0).detach()
 
 
 class _PostNormResidual(nn.Module):

@@ -17,6 +17,7 @@ from torch import nn
 
 from depthscope.chain import Chain
 from depthscope.estimators._propagate import sweep_log_grad_norms
+from depthscope.ledger.claims._residual_common import _per_example_jacobian
 from depthscope.probe._verdict import VERDICT_LOG_GAIN
 from depthscope.zoo import create_model
 from depthscope.zoo.rnn import recurrent_weight
@@ -51,18 +52,8 @@ def _build(name: str, seed: int, **kwargs: Any) -> nn.Module:
 
 def _jacobian(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     """The Jacobian ``(m, n)`` at ``x: (n,)`` of a map ``fn: (B, n) -> (B, m)`` that treats examples
-    independently (every chain step does).
-
-    One forward pass on m copies of x and one backward pass whose cotangents are the rows of the
-    identity: row i of the result is e_i^T J.
-    """
-    with torch.no_grad():
-        m = fn(x.unsqueeze(0)).shape[-1]
-    copies = x.detach().unsqueeze(0).repeat(m, 1).requires_grad_(True)
-    with torch.enable_grad():
-        out = fn(copies)
-        (jac,) = torch.autograd.grad(out, copies, torch.eye(m, dtype=out.dtype))
-    return jac
+    independently (every chain step does)."""
+    return _per_example_jacobian(fn, x.detach().unsqueeze(0))[0]
 
 
 def _gradient_log_gain(chain: Chain, x: torch.Tensor, cotangent: torch.Tensor) -> float:

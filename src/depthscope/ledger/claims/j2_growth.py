@@ -14,6 +14,7 @@ from depthscope.ledger._data import digits
 from depthscope.ledger._experiment import Experiment, Judgement, confirmed, refuted, register_experiment
 from depthscope.ledger._train import train_classifier
 from depthscope.ledger.claims._engineering_common import DIGITS_FEATURES
+from depthscope.ledger.claims._residual_common import _per_example_jacobian
 from depthscope.probe import probe
 from depthscope.zoo import create_model
 from depthscope.zoo.mlp import FixupBlock, ResidualBlock
@@ -106,7 +107,7 @@ def _stack_growth(blocks: list[nn.Module], h: torch.Tensor) -> dict:
     gain, change, branch = [], [], []
     for block in blocks:
         b = copy.deepcopy(block).double()
-        Jb = torch.func.vmap(torch.func.jacrev(lambda v, b=b: b(v.unsqueeze(0))[0]))(state).detach()
+        Jb = _per_example_jacobian(b, state)
         J = Jb @ J
         with torch.no_grad():
             state = b(state)

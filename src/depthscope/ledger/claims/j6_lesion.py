@@ -14,6 +14,7 @@ from depthscope.ledger._data import digits
 from depthscope.ledger._experiment import Experiment, Judgement, confirmed, qualified, refuted, register_experiment
 from depthscope.ledger._train import train_classifier
 from depthscope.ledger.claims._engineering_common import DIGITS_FEATURES, _run_seeds
+from depthscope.ledger.claims._residual_common import _per_example_jacobian
 from depthscope.zoo import create_model
 
 J6_GRACEFUL_RATIO = 0.5  # residual accuracy lost per deleted branch / plain accuracy lost per deleted layer
@@ -45,7 +46,7 @@ def _path_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple
     u = torch.zeros(len(blocks) + 1, *g_top.shape, dtype=torch.float64)
     u[0] = g_top
     for block, state in zip(reversed(blocks), reversed(states)):
-        A = torch.func.vmap(torch.func.jacrev(lambda v, b=block: b.alpha * b.branch(v)))(state).detach().double()
+        A = _per_example_jacobian(lambda v, b=block: b.alpha * b.branch(v), state).double()
         through = torch.einsum("bij,kbi->kbj", A, u)  # A^T u_k for every k
         u = u.clone()
         u[1:] += through[:-1]

@@ -24,7 +24,7 @@ def _set_tau(block: nn.Module, tau: float) -> None:
 def _measure_r5(setting: Mapping[str, Any], seed: int) -> dict:
     """One zoo shrinkage_mlp block (float64), inputs x of log-spaced norms; for each threshold tau:
     which inputs have every branch entry |u_j| <= tau (the dead zone), and there the exact
-    per-example Jacobian (jacrev) against I and y against x."""
+    per-example exact Jacobian against I and y against x."""
     n, count = setting["width"], setting["inputs"]
     block = _float64_model("shrinkage_mlp", seed, depth=1, width=n).blocks[0]
     g = torch.Generator().manual_seed(seed)
@@ -80,7 +80,7 @@ def _judge_r5(m: Mapping[str, Any], setting: Mapping[str, Any]) -> Judgement:
     )
     return confirmed(
         f"{total} (input, tau) pairs lay in the dead zone, and for all of them y == x and J == I bit for bit "
-        f"(jacrev, float64); {sharp}. The zone holds {lo['fraction_in_zone']:.0%} of the inputs (norms log-spaced "
+        f"(exact Jacobian, float64); {sharp}. The zone holds {lo['fraction_in_zone']:.0%} of the inputs (norms log-spaced "
         f"{m['radius'][0]:g} to {m['radius'][1]:g}) at tau = {lo['tau']} and {hi['fraction_in_zone']:.0%} "
         f"at tau = {hi['tau']}"
     )
@@ -114,7 +114,7 @@ register_experiment(
             "every one of them y == x and the Jacobian == I exactly; the zone grows with tau"
         ),
         refuted_if=(
-            "any input in the zone has y != x or J != I (any nonzero deviation, float64 jacrev), or no input "
+            "any input in the zone has y != x or J != I (any nonzero deviation, float64 exact Jacobian), or no input "
             "of norm down to the smallest radius falls in the zone at any threshold tested"
         ),
         presets={

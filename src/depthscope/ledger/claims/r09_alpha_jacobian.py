@@ -82,7 +82,7 @@ def _judge_r9(m: Mapping[str, Any], setting: Mapping[str, Any]) -> Judgement:
     return confirmed(
         f"J = I + alpha J_F to {jac['jacobian_error']:.1g} and eig(J) = 1 + alpha eig(J_F) to "
         f"{eig['eigenvalue_error']:.1g} "
-        f"(jacrev, float64, alpha from {lo['alpha']} to {hi['alpha']}); the eigenvalues move out to "
+        f"(exact Jacobian, float64, alpha from {lo['alpha']} to {hi['alpha']}); the eigenvalues move out to "
         f"{hi['max_eig_distance_from_1']:.3g} from 1, and a {setting['depth']}-block stack's log gain goes from "
         f"{lo['log_gain']:.3g} to {hi['log_gain']:.3g}"
     )
