@@ -13,7 +13,7 @@ EXIT_FAILURE = 1
 PROBE_BATCH = 8
 DEFAULT_LEDGER_DIR = "depthscope-ledger"
 # Ledger experiments run many small tensor operations; one thread avoids thread hand-off overhead
-# (measured: the residual claims' quick preset in 22 s on one thread against 42 s on two).
+# and contention on a shared machine (`benchmarks/ledger_quick.py --threads N` compares).
 LEDGER_THREADS = 1
 
 
@@ -98,8 +98,9 @@ def cmd_ledger_run(args: argparse.Namespace) -> int:
     from depthscope.render import ledger_progress, render_ledger_summary
 
     ids = ledger.resolve_ids(args.ids)  # unknown ids fail before anything runs
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    if args.threads < 1:
+        raise ValueError(f"--threads must be at least 1, got {args.threads}")
+    torch.set_num_threads(args.threads)
     with ledger_progress(len(ids), quiet=args.quiet) as progress:
         results = ledger.run_many(ids, args.preset, seed=args.seed, out=args.out,
                                   on_start=progress.start, on_done=progress.done)

@@ -68,3 +68,12 @@ def test_ledger_unknown_claim_and_preset(capsys: pytest.CaptureFixture[str], tmp
     with pytest.raises(SystemExit) as exc:
         main(["ledger", "run", "R7", "--preset", "huge"])
     assert exc.value.code == 2
+
+
+def test_ledger_bad_threads_and_unwritable_out(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main(["ledger", "run", "R7", "--preset", "tiny", "--threads", "0", "--out", str(tmp_path)]) == 1
+    assert "--threads must be at least 1" in capsys.readouterr().err
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["ledger", "run", "R7", "--preset", "tiny", "--out", str(blocker / "sub"), "--quiet"]) == 1
+    assert "cannot create" in capsys.readouterr().err
