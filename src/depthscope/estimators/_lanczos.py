@@ -125,7 +125,9 @@ def lanczos_top_eigenvalue(
             break
         keep = (~done).nonzero().squeeze(1)
         if drop_converged and len(keep) < len(rows):  # compact: finished problems leave every buffer
-            rows, Q, alphas, betas, scale = rows[keep], Q[keep], alphas[keep], betas[keep], scale[keep]
+            used, Q = Q[:, :it][keep], torch.empty(len(keep), max_iter, N, dtype=dtype)
+            Q[:, :it] = used  # copy only the columns in use, not the whole preallocated buffer
+            rows, alphas, betas, scale = rows[keep], alphas[keep], betas[keep], scale[keep]
             previous, w, b, broken = previous[keep], w[keep], b[keep], broken[keep]
         # An exhausted Krylov space (breakdown) continues with a zero vector: its Ritz values are final.
         b = torch.where(broken, torch.zeros_like(b), b)
