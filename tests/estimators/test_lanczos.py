@@ -72,3 +72,15 @@ def test_ritz_start_finds_the_best_direction_in_the_span(gen):
     # No probe direction (normalised) is stretched more than the Ritz vector.
     probes = torch.einsum("mij,pmj->pmi", A, V).norm(dim=2) / V.norm(dim=2)
     assert torch.all(gain >= probes.max(0).values - 1e-12)
+
+
+def test_three_term_recurrence_without_reorthogonalisation(gen):
+    """reorthogonalize=False (the matrix-free route) keeps two vectors and still meets the tolerance."""
+    A, H = _problems(gen, M=6, N=400, spread=2.0)
+    true = torch.linalg.eigvalsh(H)[:, -1]
+    v0 = torch.randn(6, 400, generator=gen, dtype=torch.float64)
+    r = lanczos_top_eigenvalue(_matvec(H), v0, drop_converged=True, reorthogonalize=False)
+    assert bool(r.converged.all())
+    assert torch.allclose(r.value, true, rtol=LANCZOS_RTOL)
+    full = lanczos_top_eigenvalue(_matvec(H), v0, drop_converged=True)
+    assert torch.allclose(r.value, full.value, rtol=LANCZOS_RTOL)

@@ -100,15 +100,18 @@ def test_matrix_free_matches_oracle(gen: torch.Generator) -> None:
             assert b.local_sigma_min <= float(s[:, -1].mean()) + 1e-9
 
 
-def test_hutchinson_cumulative_on_wide_input(gen: torch.Generator) -> None:
-    """Beyond EXACT_CUMULATIVE_MAX_DIM the cumulative norms are Hutchinson estimates; the end-to-end
-    gain through a narrow head is exact."""
+@pytest.mark.parametrize("lyapunov", [0, 8, 24])
+def test_frame_cumulative_on_wide_input(lyapunov: int, gen: torch.Generator) -> None:
+    """Beyond EXACT_CUMULATIVE_MAX_DIM the cumulative norms are estimated from the pushed random
+    frame (whatever the number of Lyapunov exponents that share it); the end-to-end gain through a
+    narrow head is exact."""
     torch.manual_seed(4)
     m = ds.create_model("resnet_mlp", depth=3, width=300, out_dim=4).double()
     x = torch.randn(1, 300, dtype=torch.float64, generator=gen)
     Js, _ = step_jacobians(ds.Chain.from_module(m), x)
-    rep = ds.probe(m, x, lyapunov=0)
-    assert rep.settings["cumulative"].startswith("hutchinson")
+    rep = ds.probe(m, x, lyapunov=lyapunov)
+    assert rep.settings["cumulative"] == f"frame({max(16, min(lyapunov, 4))})"
+    assert len(rep.lyapunov) == min(lyapunov, 4)  # capped by the 4-wide output
     cums = cumulative(Js)
     for b, M in list(zip(rep.blocks, cums))[:-1]:
         expect = float(torch.log(M.flatten(1).norm(dim=1) / M.shape[2] ** 0.5).mean())

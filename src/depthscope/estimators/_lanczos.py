@@ -58,6 +58,7 @@ def lanczos_top_eigenvalue(
     rtol: float = LANCZOS_RTOL,
     value_rtol: float = LANCZOS_VALUE_RTOL,
     drop_converged: bool = False,
+    reorthogonalize: bool = True,
 ) -> LanczosResult:
     """Top eigenvalue of M symmetric PSD operators, applied jointly.
 
@@ -73,6 +74,12 @@ def lanczos_top_eigenvalue(
         v0: ``(M, N)`` starting vectors (random; zero rows are allowed and yield 0). Their dtype is
             the working precision of the Krylov basis.
         max_iter: iteration cap (also capped at N).
+        reorthogonalize: keep the Krylov basis and orthogonalise against all of it (full
+            reorthogonalisation). ``False`` runs the plain three-term recurrence, keeping two
+            vectors per problem: orthogonality is then lost only as a Ritz pair converges to
+            rounding level (Paige), far below the stopping tests, which stop at a relative residual
+            of ``rtol``; an exhausted Krylov space is then not detected, so use it for N much larger
+            than ``max_iter``.
     """
     M, N = v0.shape
     dtype = v0.dtype
@@ -87,9 +94,12 @@ def lanczos_top_eigenvalue(
     converged = torch.zeros(M, dtype=torch.bool)
 
     rows = torch.arange(M)  # problems still running
-    # The Krylov basis lives in one preallocated buffer, compacted when problems finish.
-    Q = torch.empty(M, max_iter, N, dtype=dtype)
-    Q[:, 0] = q
+    # The Krylov basis lives in one preallocated buffer, compacted when problems finish; without
+    # reorthogonalisation only the previous vector is kept.
+    Q = torch.empty(M, max_iter if reorthogonalize else 0, N, dtype=dtype)
+    if reorthogonalize:
+        Q[:, 0] = q
+    q_prev = torch.zeros_like(q)
     alphas = torch.zeros(M, max_iter, dtype=torch.float64)
     betas = torch.zeros(M, max_iter, dtype=torch.float64)
     scale = torch.zeros(M, dtype=torch.float64)
@@ -98,12 +108,16 @@ def lanczos_top_eigenvalue(
         w = matvec(q, None if len(rows) == M else rows).to(dtype)
         a = (q * w).sum(1)
         alphas[:, it - 1] = a.double()
-        basis = Q[:, :it]  # (m, j, N), a view
-        before = w.norm(dim=1)
-        w = w - torch.bmm(basis.transpose(1, 2), torch.bmm(basis, w.unsqueeze(2))).squeeze(2)
-        after = w.norm(dim=1)
-        if bool((after < REORTH_KEEP * before).any()):
+        if reorthogonalize:
+            basis = Q[:, :it]  # (m, j, N), a view
+            before = w.norm(dim=1)
             w = w - torch.bmm(basis.transpose(1, 2), torch.bmm(basis, w.unsqueeze(2))).squeeze(2)
+            after = w.norm(dim=1)
+            if bool((after < REORTH_KEEP * before).any()):
+                w = w - torch.bmm(basis.transpose(1, 2), torch.bmm(basis, w.unsqueeze(2))).squeeze(2)
+        else:  # three-term recurrence: w - alpha_j q_j - beta_{j-1} q_{j-1}
+            b_prev = betas[:, it - 2].to(dtype) if it > 1 else torch.zeros_like(a)
+            w = w - a[:, None] * q - b_prev[:, None] * q_prev
         b = w.norm(dim=1).double()
         scale = torch.maximum(scale, a.double().abs() + b)
         T = torch.diag_embed(alphas[:, :it]) + torch.diag_embed(betas[:, : it - 1], 1) + torch.diag_embed(betas[:, : it - 1], -1)
@@ -125,13 +139,17 @@ def lanczos_top_eigenvalue(
             break
         keep = (~done).nonzero().squeeze(1)
         if drop_converged and len(keep) < len(rows):  # compact: finished problems leave every buffer
-            used, Q = Q[:, :it][keep], torch.empty(len(keep), max_iter, N, dtype=dtype)
-            Q[:, :it] = used  # copy only the columns in use, not the whole preallocated buffer
+            if reorthogonalize:
+                used, Q = Q[:, :it][keep], torch.empty(len(keep), max_iter, N, dtype=dtype)
+                Q[:, :it] = used  # copy only the columns in use, not the whole preallocated buffer
+            q, q_prev = q[keep], q_prev[keep]
             rows, alphas, betas, scale = rows[keep], alphas[keep], betas[keep], scale[keep]
             previous, w, b, broken = previous[keep], w[keep], b[keep], broken[keep]
         # An exhausted Krylov space (breakdown) continues with a zero vector: its Ritz values are final.
         b = torch.where(broken, torch.zeros_like(b), b)
-        q = torch.where(broken[:, None], torch.zeros_like(w), w / b.clamp_min(tiny).to(dtype)[:, None])
+        q_next = torch.where(broken[:, None], torch.zeros_like(w), w / b.clamp_min(tiny).to(dtype)[:, None])
         betas[:, it - 1] = b
-        Q[:, it] = q
+        if reorthogonalize:
+            Q[:, it] = q_next
+        q_prev, q = q, q_next
     return LanczosResult(value=value.clamp_min(0.0), residual=residual, iterations=iterations, converged=converged)

@@ -28,11 +28,15 @@ class LyapunovResult:
         exponents: ``(k,)`` per step, natural log, descending, averaged over the batch.
         per_example: ``(B, k)`` before averaging.
         steps: number of steps averaged over.
+        log_frame_norms: ``(L, B)`` log ||J(0 -> k) Q_0||_F after each step (`benettin` with
+            ``frame_norms=True``; else None). For a Haar-random frame of k orthonormal columns,
+            (n_0 / k) ||J Q_0||_F^2 is an unbiased estimate of ||J||_F^2.
     """
 
     exponents: torch.Tensor
     per_example: torch.Tensor
     steps: int
+    log_frame_norms: torch.Tensor | None = None
 
 
 def random_frame(k: int, like: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -44,20 +48,44 @@ def random_frame(k: int, like: torch.Tensor, generator: torch.Generator) -> torc
     return q.permute(2, 0, 1).reshape(k, *like.shape)
 
 
-def benettin(apply: ApplyFn, ks: Sequence[int], q0: torch.Tensor, n_out: dict[int, int]) -> LyapunovResult:
+def benettin(
+    apply: ApplyFn,
+    ks: Sequence[int],
+    q0: torch.Tensor,
+    n_out: dict[int, int],
+    frame_norms: bool = False,
+    report: int | None = None,
+) -> LyapunovResult:
     """Benettin's algorithm over the steps ``ks`` with ``apply(k, Q) = J_k Q``.
 
     The frame shrinks to the smallest dimension met along the way (directions beyond it vanish).
+    With ``frame_norms``, the product of the triangular factors, M_k = R_k ... R_1 (so that
+    J(0 -> k) Q_0 = Q_k M_k), is carried too, renormalised in log domain: its Frobenius norm is
+    that of the pushed frame, at the cost of k x k products. ``report`` keeps the exponents of the
+    first ``report`` directions only (they are those a frame of that size would give: QR is nested).
     """
     q = q0
-    total = torch.zeros(q0.shape[0], q0.shape[1], dtype=q0.dtype)
+    m0, B = q0.shape[:2]
+    total = torch.zeros(m0, B, dtype=q0.dtype)
+    M = torch.eye(m0, dtype=q0.dtype).expand(B, m0, m0)
+    acc = torch.zeros(B, dtype=q0.dtype)
+    norms = []
     for k in ks:
         keep = min(q.shape[0], n_out[k])
-        q, logs = benettin_step(apply(k, q), keep)
+        if frame_norms:
+            q, logs, R = benettin_step(apply(k, q), keep, with_r=True)
+            M = R @ M
+            s = M.flatten(1).norm(dim=1)
+            M = M / torch.where(s > 0, s, torch.ones_like(s))[:, None, None]
+            acc = acc + torch.log(s)
+            norms.append(acc.clone())
+        else:
+            q, logs = benettin_step(apply(k, q), keep)
         total = total[:keep] + logs
-    per_example = (total / max(1, len(ks))).T  # (B, keep)
+    per_example = (total[:report] / max(1, len(ks))).T  # (B, keep)
     per_example = per_example.sort(dim=1, descending=True).values
-    return LyapunovResult(per_example.mean(0), per_example, len(ks))
+    frame = torch.stack(norms) if frame_norms and norms else None
+    return LyapunovResult(per_example.mean(0), per_example, len(ks), frame)
 
 
 def _stream_apply(step, k: int, x: torch.Tensor, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

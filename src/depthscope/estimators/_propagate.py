@@ -76,24 +76,30 @@ def sweep_log_grad_norms(apply_t: ApplyFn, ks: Sequence[int], g_last: torch.Tens
     return torch.stack(rows[::-1])
 
 
-def benettin_step(z: torch.Tensor, keep: int) -> tuple[torch.Tensor, torch.Tensor]:
+def benettin_step(z: torch.Tensor, keep: int, with_r: bool = False):
     """One Benettin re-orthonormalisation.
 
     Args:
         z: ``(m, B, *S_{k+1})`` the pushed frame J_k Q.
         keep: how many directions survive (at most the new dimension).
+        with_r: also return the triangular factor of all m columns, ``(B, keep, m)``, so that
+            z = Q R exactly even where the frame shrinks (used for Frobenius norms of products).
 
     Returns:
-        the new orthonormal frame ``(keep, B, *S_{k+1})`` and ``log|R_ii|`` of shape ``(keep, B)``.
+        the new orthonormal frame ``(keep, B, *S_{k+1})``, ``log|R_ii|`` of shape ``(keep, B)``
+        and, with ``with_r``, R.
     """
     m, B = z.shape[:2]
-    if keep == 1:  # a single direction: QR is a normalisation
+    if keep == 1 and not with_r:  # a single direction: QR is a normalisation
         unit, log_r = _normalise(z[:1])
         return unit, log_r
     mat = z.reshape(m, B, -1).permute(1, 2, 0)  # (B, n, m): columns are the directions
-    Qm, R = torch.linalg.qr(mat[..., :keep])
+    Qm, R = torch.linalg.qr(mat if with_r else mat[..., :keep])
+    Qm, R = Qm[..., :keep], R[:, :keep]
     diag = torch.diagonal(R, dim1=-2, dim2=-1)  # (B, keep)
     signs = torch.where(diag < 0, -torch.ones_like(diag), torch.ones_like(diag))
     Qm = Qm * signs.unsqueeze(1)
     new = Qm.permute(2, 0, 1).reshape(keep, B, *z.shape[2:])
+    if with_r:
+        return new, torch.log(diag.abs()).T, R * signs.unsqueeze(2)
     return new, torch.log(diag.abs()).T

@@ -15,9 +15,9 @@ from depthscope._errors import InputError, NonFiniteError
 from depthscope._version import __version__
 from depthscope.chain._chain import Chain
 from depthscope.estimators._linearized import LinearizedChain
-from depthscope.estimators._local import LocalStats, explicit_stats, matrix_free_stats, rademacher
+from depthscope.estimators._local import LocalStats, explicit_stats, matrix_free_stats
 from depthscope.estimators._lyapunov import benettin, random_frame
-from depthscope.estimators._propagate import log_rms_from_columns, push_log_norms, sweep_log_grad_norms
+from depthscope.estimators._propagate import log_rms_from_columns, push_log_norms
 from depthscope.probe._report import BlockStats, Report
 from depthscope.probe._verdict import VERDICT_LOG_GAIN, verdict
 
@@ -25,8 +25,8 @@ from depthscope.probe._verdict import VERDICT_LOG_GAIN, verdict
 # Jacobian explicitly costs n_in tangent passes and then cheap dense algebra; the matrix-free route
 # costs ~2 x 30 Lanczos passes plus the probes. Up to this width the explicit route is cheaper.
 EXPLICIT_MAX_DIM = 512
-# Exact cumulative norms push n_0 basis columns through every step instead of `probes` random
-# ones; beyond this input width the Hutchinson estimate is cheaper and within a few percent.
+# Exact cumulative norms push n_0 basis columns through every step; beyond this input width the
+# random frame shared with the Lyapunov exponents (max(probes, lyapunov) directions) is cheaper.
 EXACT_CUMULATIVE_MAX_DIM = 256
 DEFAULT_PROBES = 16
 DEFAULT_LYAPUNOV = 8
@@ -98,7 +98,8 @@ def probe(
             (differentiation starts at the first floating-point state).
         loss: ``loss(output) -> scalar`` for the gradient quantities; by default the fixed random
             projection E = sum_b <output_b, g> with a unit g drawn from ``seed`` (needs no labels).
-        probes: random tangents for Hutchinson estimates (matrix-free steps, wide inputs).
+        probes: random tangents for the Hutchinson estimates of matrix-free steps, and the least
+            size of the random frame that estimates cumulative norms of wide inputs.
         lyapunov: number of Lyapunov exponents (0 skips).
         seed: seeds every random choice; the same seed gives the same report.
         exact: build every Jacobian and use full SVDs and basis pushes (the tests' oracle; slow).
@@ -116,8 +117,9 @@ def probe(
 
     Accuracy (float64, tests/probe): explicit Frobenius exact; Lanczos sigma_max and identity gap
     within 0.01% on explicit steps and 0.3% on matrix-free ones (largest errors measured on residual
-    MLPs; the tests allow 1%); Hutchinson Frobenius within 5% at 16 probes for the chains we test (its relative
-    standard deviation is at most sqrt(2/probes) and far smaller for near-isometric Jacobians).
+    MLPs; the tests allow 1%); Hutchinson and frame estimates of Frobenius norms within 5% at 16
+    probes for the chains we test (relative standard deviation at most sqrt(2/probes), far smaller
+    for near-isometric Jacobians). Tape and autograd routes agree to rounding (tests/estimators).
 
     Raises:
         InputError: wrong input shape/dtype for the model, nothing differentiable, bad arguments.
@@ -173,38 +175,46 @@ def _probe_chain(chain, x, loss, probes, n_lyap, seed, exact, method, with_min) 
             return out.reshape(u.shape[0], *lin.states[k].shape).to(u.dtype)
         return lin.vjp(k, u.to(dtype)).to(u.dtype)
 
-    # Cumulative RMS gain of J(0 -> k) for every k from one forward sweep.
+    # Cumulative RMS gain of J(0 -> k) for every k, and Lyapunov exponents, from forward sweeps.
+    # A wide input shares one sweep: a Haar-random frame of K orthonormal directions is pushed with
+    # Benettin's QR, its top directions give the exponents and the product of its triangular factors
+    # gives ||J(0 -> k) Q_0||_F, whose (n_0 / K)-scaled square is an unbiased estimate of
+    # ||J(0 -> k)||_F^2 (exact when K = n_0). A narrow input pushes its n_0 basis vectors instead.
     x0 = lin.states[lin.start]
     n0 = x0[0].numel()
     cum_exact = exact or n0 <= EXACT_CUMULATIVE_MAX_DIM
     work = torch.float64 if (cum_exact or explicit) else dtype
+    k_lyap = min(n_lyap, n0, *(lin.n_out[k] for k in ks))
+    frame = 0 if cum_exact else min(n0, max(probes, k_lyap))
+    frame = max(frame, k_lyap)
+    pushed = None
+    if frame > 0:
+        pushed = benettin(apply, ks, random_frame(frame, x0.to(work), gen), lin.n_out,
+                          frame_norms=not cum_exact, report=k_lyap)
+    lyap: list[float] = pushed.exponents.tolist() if n_lyap > 0 else []
     if cum_exact:
         v0 = torch.eye(n0, dtype=work).unsqueeze(1).expand(n0, lin.batch, n0).reshape(n0, *x0.shape)
+        cum = log_rms_from_columns(push_log_norms(apply, ks, v0)[1:], n0, probes=False).mean(-1)  # (L,)
     else:
-        v0 = rademacher((probes, *x0.shape), gen, work)
-    cols = push_log_norms(apply, ks, v0)
-    cum = log_rms_from_columns(cols[1:], n0, probes=not cum_exact).mean(-1)  # (L,)
-    nL = lin.states[-1][0].numel()
-    if not cum_exact and nL <= EXACT_CUMULATIVE_MAX_DIM:
-        # A narrow output (a classifier head) makes J(0 -> L) low-rank, Hutchinson's worst case;
-        # its Frobenius norm is exact from n_L basis cotangents swept backwards: ||J^T||_F = ||J||_F.
-        xL = lin.states[-1]
-        u0 = torch.eye(nL, dtype=work).unsqueeze(1).expand(nL, lin.batch, nL).reshape(nL, *xL.shape)
-        rows = push_log_norms(apply_t, ks[::-1], u0)[-1]
-        cum[-1] = log_rms_from_columns(rows, n0, probes=False).mean(-1)
-    end_to_end_exact = cum_exact or nL <= EXACT_CUMULATIVE_MAX_DIM
+        cum = (pushed.log_frame_norms - 0.5 * math.log(frame)).mean(-1)
 
-    # Gradients from one backward sweep.
+    # Gradients from one backward sweep. A narrow output (a classifier head) makes J(0 -> L)
+    # low-rank, the frame estimate's worst case; its Frobenius norm is then exact from n_L basis
+    # cotangents swept backwards in the same sweep: ||J^T||_F = ||J||_F.
+    nL = lin.states[-1][0].numel()
+    narrow_out = not cum_exact and nL <= EXACT_CUMULATIVE_MAX_DIM
     g_last = _loss_gradient(lin.states[-1], loss, gen)
-    glog = sweep_log_grad_norms(apply_t, ks, g_last.to(work))  # (L + 1, B)
+    cots = [g_last.unsqueeze(0).to(work)]
+    if narrow_out:
+        xL = lin.states[-1]
+        cots.append(torch.eye(nL, dtype=work).unsqueeze(1).expand(nL, lin.batch, nL).reshape(nL, *xL.shape))
+    rows = push_log_norms(apply_t, ks[::-1], torch.cat(cots))  # (L + 1, 1 + nL, B), from the output back
+    glog = rows[:, 0].flip(0)  # (L + 1, B): row j is log ||dE/dx_{start + j}||
+    if narrow_out:
+        cum[-1] = log_rms_from_columns(rows[-1, 1:], n0, probes=False).mean(-1)
+    end_to_end_exact = cum_exact or narrow_out
     grad_log = glog.mean(-1)
     grad_ratio = (glog[:-1] - glog[1:]).mean(-1).exp()
-
-    lyap: list[float] = []
-    if n_lyap > 0:
-        k_eff = min(n_lyap, n0, *(lin.n_out[k] for k in ks))
-        q0 = random_frame(k_eff, x0.to(work), gen)
-        lyap = benettin(apply, ks, q0, lin.n_out).exponents.tolist()
 
     # The end-to-end gain is the RMS over the min(n0, nL) singular values that can be nonzero, so a
     # head that projects to 10 classes is not counted as vanishing merely for its shape.
@@ -238,14 +248,16 @@ def _probe_chain(chain, x, loss, probes, n_lyap, seed, exact, method, with_min) 
         exact=exact,
         method=method,
         sigma_min=with_min,
-        cumulative="exact" if cum_exact else f"hutchinson({probes})",
-        end_to_end="exact" if end_to_end_exact else f"hutchinson({probes})",
+        cumulative="exact" if cum_exact else f"frame({frame})",
+        end_to_end="exact" if end_to_end_exact else f"frame({frame})",
         batch=lin.batch,
         dtype=str(dtype).replace("torch.", ""),
         skipped_prefix=[s.name for s in chain.steps[: lin.start]],
         loss="custom" if loss is not None else "random-projection",
         verdict_log_gain=VERDICT_LOG_GAIN,
         explicit_max_dim=EXPLICIT_MAX_DIM,
+        jacobian_routes={r: sum(1 for k in ks if lin.route(k) == r) for r in sorted(set(lin.routes.values()))},
+        autograd_reasons={chain.steps[k].name: why for k, why in lin.route_reasons.items()},
     )
     versions = dict(depthscope=__version__, torch=torch.__version__, python=platform.python_version())
     return Report(blocks, lyap, log_gain, v, scale, float(glog[0].mean()),

@@ -89,9 +89,10 @@ def summary(report: Report) -> Text:
     if report.lyapunov:
         t.append("Lyapunov exponents per step: " + ", ".join(_fmt(v, 3) for v in report.lyapunov) + "\n")
     s = report.settings
+    routes = ", ".join(f"{n} by {r}" for r, n in s.get("jacobian_routes", {}).items())
     t.append(
         f"batch {s.get('batch')}, {s.get('dtype')}, cumulative {s.get('cumulative')}, end-to-end "
-        f"{s.get('end_to_end')}, seed {s.get('seed')}; σ_min marked ≥ is a Weyl lower bound",
+        f"{s.get('end_to_end')}, seed {s.get('seed')}; steps {routes}; σ_min marked ≥ is a Weyl lower bound",
         style="dim",
     )
     return t

@@ -1,0 +1,156 @@
+"""The linear tape against exact Jacobians (torch.func.jacrev, float64), rule by rule."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import jacrev
+
+import depthscope as ds
+from depthscope.estimators import _tape
+from depthscope.estimators._linearized import ROUTE_AUTOGRAD, ROUTE_TAPE, LinearizedChain
+from depthscope.estimators._tape import record
+
+D = torch.float64
+
+
+def _conv(c_in, c_out, **kw):
+    torch.manual_seed(1)
+    return nn.Conv2d(c_in, c_out, 3, **kw).double()
+
+
+def _bn(c):
+    torch.manual_seed(2)
+    bn = nn.BatchNorm2d(c).double().eval()
+    bn.running_mean.normal_()
+    bn.running_var.uniform_(0.5, 2.0)
+    bn.weight.data.normal_()
+    return bn
+
+
+conv_s2, conv_same, conv_grp, bn3 = _conv(3, 6, stride=2, padding=1), _conv(3, 3, padding="same"), \
+    _conv(4, 4, padding=2, dilation=2, groups=2), _bn(3)
+conv1 = nn.Conv1d(3, 5, 3, padding=1).double()
+lin = nn.Linear(12, 7).double()
+W = torch.randn(12, 12, dtype=D, generator=torch.Generator().manual_seed(3))
+c = torch.randn(3, 1, 1, dtype=D, generator=torch.Generator().manual_seed(4))
+
+# (name, input shape without batch, function): every rule of the tape, alone and combined.
+CASES = [
+    ("conv-stride2", (3, 6, 6), lambda x: conv_s2(x)),
+    ("conv-same", (3, 5, 5), lambda x: conv_same(x)),
+    ("conv-groups-dilation", (4, 7, 7), lambda x: conv_grp(x)),
+    ("conv1d", (3, 8), lambda x: conv1(x)),
+    ("conv-bn-relu (fused)", (3, 5, 5), lambda x: torch.relu(bn3(conv_same(x)))),
+    ("bn-shared-input (not fused)", (3, 5, 5), lambda x: (lambda y: bn3(y) + y)(conv_same(x))),
+    ("linear", (12,), lambda x: lin(x)),
+    ("pointwise", (12,), lambda x: torch.tanh(x) + torch.sigmoid(x) * F.gelu(x) - F.softplus(x).exp()),
+    ("relu-inplace", (12,), lambda x: F.relu(x * 1.0, inplace=True) + x),
+    ("add-sub-alpha-rsub", (3, 4, 4), lambda x: torch.add(x, c, alpha=2.0) - 0.5 * x + (1.0 - x) - x.sub(c)),
+    ("broadcast-add", (4,), lambda x: (x.unsqueeze(1) + x.unsqueeze(2)).flatten(1)),
+    ("product-and-quotient", (12,), lambda x: x * torch.tanh(x) / 3.0 + x.mul(x) / (W[0] ** 2 + 1)),
+    ("inplace-add-mul", (12,), lambda x: (lambda y: y.add_(x).mul_(x))(x * 2.0)),
+    ("neg", (12,), lambda x: -x),
+    ("reshape-permute-transpose", (3, 4, 5), lambda x: x.permute(0, 2, 3, 1).transpose(1, 2).reshape(x.shape[0], -1)),
+    ("getitem-basic", (3, 6, 6), lambda x: x[:, 1:, ::2, None, 3]),
+    ("getitem-advanced", (12,), lambda x: x[:, torch.tensor([0, 3, 3, 7])]),
+    ("pad-constant", (3, 4, 4), lambda x: F.pad(x, (1, 2, 0, 1, 0, 3), value=5.0)),
+    ("pad-negative-reflect", (3, 4, 4), lambda x: F.pad(F.pad(x, (-1, 0, 0, -1)), (1, 1, 1, 1), mode="reflect")),
+    ("pool-mean-sum", (3, 4, 4), lambda x: torch.cat([F.adaptive_avg_pool2d(x, 1).flatten(1), x.mean((2, 3)), x.sum(1).flatten(1)], 1)),
+    ("cat-with-constant", (12,), lambda x: torch.cat([x, torch.ones(x.shape[0], 2, dtype=D), torch.relu(x)], 1)),
+    ("matmul-einsum", (3, 4), lambda x: torch.einsum("bij,bkj->bik", x, x).flatten(1) + (x @ W[:4, :3]).flatten(1)),
+    ("dropout-eval", (12,), lambda x: F.dropout(torch.tanh(x), 0.3, training=False)),
+    ("sign-is-constant", (12,), lambda x: torch.sign(x) * x + x.detach()),
+]
+
+
+def _exact(fn, x):
+    """Per-example Jacobian (B, n_out, n_in) of a batch-preserving function."""
+    one = lambda z: fn(z.unsqueeze(0)).squeeze(0)  # noqa: E731
+    J = torch.func.vmap(jacrev(one))(x)
+    return J.reshape(x.shape[0], -1, x[0].numel())
+
+
+@pytest.mark.parametrize("name,shape,fn", CASES, ids=[c[0] for c in CASES])
+def test_tape_matches_jacrev(name, shape, fn, gen):
+    x = torch.randn(2, *shape, dtype=D, generator=gen)
+    y, tape, reason = record(fn, x.clone().requires_grad_(True))
+    assert tape is not None, reason
+    assert torch.allclose(y.detach(), fn(x))  # recording does not change the function
+    J = _exact(fn, x)  # (B, m, n)
+    B, m, n = J.shape
+    P = 5
+    v = torch.randn(P, *x.shape, dtype=D, generator=gen)
+    u = torch.randn(P, *y.shape, dtype=D, generator=gen)
+    jv = tape.jvp(v).reshape(P, B, m)
+    jtu = tape.vjp(u).reshape(P, B, n)
+    assert torch.allclose(jv, torch.einsum("bmn,pbn->pbm", J, v.reshape(P, B, n)), atol=1e-12, rtol=1e-10)
+    assert torch.allclose(jtu, torch.einsum("bmn,pbm->pbn", J, u.reshape(P, B, m)), atol=1e-12, rtol=1e-10)
+
+
+def test_conv_then_bn_is_one_operation():
+    fused = record(lambda x: bn3(conv_same(x)), torch.randn(1, 3, 5, 5, dtype=D, requires_grad=True))[1]
+    shared = record(lambda x: (lambda y: bn3(y) + y)(conv_same(x)), torch.randn(1, 3, 5, 5, dtype=D, requires_grad=True))[1]
+    assert len(fused.ops) == 1  # BN folded into the convolution's weights
+    assert len(shared.ops) == 3  # the convolution's output is read twice: nothing to fold
+
+
+@pytest.mark.parametrize(
+    "fn,why",
+    [
+        (lambda x: torch.softmax(x, 1), "no linearisation rule"),
+        (lambda x: F.layer_norm(x, (12,)), "no linearisation rule"),
+        (lambda x: F.dropout(x, 0.5, training=True), "dropout in training mode"),
+        (lambda x: x.split(6, 1)[0], "several tensors"),
+        (lambda x: 1.0 / x, "no linearisation rule"),
+        (lambda x: x / torch.tanh(x), "division by a tensor"),
+    ],
+)
+def test_unsupported_calls_record_no_tape(fn, why):
+    y, tape, reason = record(fn, torch.randn(2, 12, dtype=D, requires_grad=True))
+    assert tape is None and why in reason
+    assert y.requires_grad  # the autograd graph is intact for the fallback
+
+
+def test_batch_norm_from_batch_statistics_records_no_tape():
+    bn = nn.BatchNorm2d(3).double().train()
+    _, tape, reason = record(bn, torch.randn(4, 3, 2, 2, dtype=D, requires_grad=True))
+    assert tape is None and "batch statistics" in reason
+
+
+def test_chain_routes_cnn_steps_to_tapes_and_transformers_to_autograd():
+    torch.manual_seed(0)
+    cnn = ds.create_model("resnet20", width=0.25).eval()
+    lin = LinearizedChain(ds.Chain.from_module(cnn), cnn.example_input(1, torch.Generator().manual_seed(0)))
+    assert set(lin.routes.values()) == {ROUTE_TAPE}
+    tr = ds.create_model("transformer_postln", **ds.model_spec("transformer_postln").tiny).eval()
+    lin = LinearizedChain(ds.Chain.from_module(tr), tr.example_input(1, torch.Generator().manual_seed(0)))
+    assert ROUTE_AUTOGRAD in lin.routes.values()
+    assert all("softmax" in r or "layer_norm" in r for r in lin.route_reasons.values())
+
+
+def test_a_wrong_tape_is_caught_and_the_step_falls_back(monkeypatch):
+    """The check against autograd is real: a tape whose ReLU mask is wrong is refused."""
+    monkeypatch.setitem(_tape._POINTWISE_FAST, torch.relu, lambda x: torch.ones_like(x))
+    chain = ds.Chain([lambda h: torch.relu(h @ W.T)])
+    x = torch.randn(3, 12, dtype=D)
+    lin = LinearizedChain(chain, x)
+    assert lin.route(0) == ROUTE_AUTOGRAD and "differs from autograd" in lin.route_reasons[0]
+    J = _exact(lambda h: torch.relu(h @ W.T), x)
+    assert torch.allclose(lin.explicit(0), J)  # the fallback is exact
+
+
+def test_probe_is_the_same_through_tapes_and_through_autograd(monkeypatch):
+    torch.manual_seed(0)
+    m = ds.create_model("resnet20", width=0.25).double().eval()
+    x = m.example_input(2, torch.Generator().manual_seed(0)).double()
+    fast = ds.probe(m, x, lyapunov=4, method="matrix-free")
+    monkeypatch.setattr("depthscope.estimators._linearized.record", lambda fn, x: (fn(x), None, "disabled"))
+    slow = ds.probe(m, x, lyapunov=4, method="matrix-free")
+    for a, b in zip(fast.blocks, slow.blocks):
+        for field in ("local_fro", "local_sigma_max", "identity_gap", "cum_log_fro", "grad_log_norm"):
+            va, vb = getattr(a, field), getattr(b, field)
+            assert (va is None and vb is None) or va == pytest.approx(vb, rel=1e-9, abs=1e-12), field
+    assert fast.lyapunov == pytest.approx(slow.lyapunov, rel=1e-9, abs=1e-12)
