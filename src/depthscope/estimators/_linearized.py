@@ -140,8 +140,8 @@ class LinearizedChain:
         """None if the tape agrees with autograd at step k on a random pair (u, v), else why not."""
         x, y = self._x[k], self._y[k]
         gen = torch.Generator().manual_seed(TAPE_CHECK_SEED + k)
-        v = torch.randn((1, *x.shape), generator=gen, dtype=torch.float64).to(x.dtype)
-        u = torch.randn((1, *y.shape), generator=gen, dtype=torch.float64).to(y.dtype)
+        v = torch.randn((1, *x.shape), generator=gen, dtype=x.dtype)
+        u = torch.randn((1, *y.shape), generator=gen, dtype=y.dtype)
         try:
             jv, jtu_tape = tape.jvp(v), tape.vjp(u)
         except (RuntimeError, ValueError, TypeError, IndexError) as err:

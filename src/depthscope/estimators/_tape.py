@@ -469,7 +469,7 @@ class _Recorder(TorchFunctionMode):
         kwargs = kwargs or {}
         if self.failure is not None:
             return func(*args, **kwargs)
-        flat = torch.utils._pytree.tree_leaves((args, kwargs))
+        flat = _leaves(args, kwargs)
         ins = tuple(self.ids[id(a)] for a in flat if isinstance(a, Tensor) and id(a) in self.ids)
         if not ins:
             return func(*args, **kwargs)
@@ -486,8 +486,10 @@ class _Recorder(TorchFunctionMode):
             self.failure = f"{_name(func)} takes a tracked tensor by keyword"
         linear = None
         if self.failure is None and rule in _BEFORE_CALL:
-            shape = torch.broadcast_shapes(*(a.shape for a in args[:2] if isinstance(a, Tensor)))
-            linear = self._linearise(rule, func, args, kwargs, _Shape(shape), tracked)
+            shape = None
+            if rule is _product_rule:
+                shape = _Shape(torch.broadcast_shapes(*(a.shape for a in args[:2] if isinstance(a, Tensor))))
+            linear = self._linearise(rule, func, args, kwargs, shape, tracked)
         out = func(*args, **kwargs)
         if self.failure is not None:
             return out
@@ -518,6 +520,22 @@ class _Recorder(TorchFunctionMode):
         self.alive.append(out)
         self.ids[id(out)] = idx
         self.ops.append(_Op(ins, idx, jvp, vjp))
+
+
+def _leaves(args: tuple, kwargs: dict) -> list:
+    """The arguments' leaves in pytree order (`torch.utils._pytree.tree_leaves`), fast for the flat
+    or one-level lists that torch calls take."""
+    out = []
+    for a in (*args, *kwargs.values()):
+        if isinstance(a, (list, tuple)):
+            if any(isinstance(b, (list, tuple, dict)) for b in a):
+                return torch.utils._pytree.tree_leaves((args, kwargs))
+            out.extend(a)
+        elif isinstance(a, dict):
+            return torch.utils._pytree.tree_leaves((args, kwargs))
+        else:
+            out.append(a)
+    return out
 
 
 class _Shape:
