@@ -77,7 +77,7 @@ def _explicit_group(Jm: torch.Tensor, square: bool, exact: bool, generator: torc
     """Per-matrix statistics of ``Jm: (M, n_out, n_in)``.
 
     Norms, SVDs and LU run in float64; Lanczos matrix-vector products run in the model's dtype
-    (half the memory traffic in float32, far below the 0.5% Lanczos tolerance).
+    (half the memory traffic in float32, far below the 1% Lanczos residual tolerance).
     """
     J = Jm.to(torch.float64)
     M, n_out, n_in = J.shape
