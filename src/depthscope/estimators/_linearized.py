@@ -52,6 +52,16 @@ def _quiet_batching() -> Iterator[None]:
         yield
 
 
+def _raise_if_non_finite(y: torch.Tensor, k: int, name: str, x: torch.Tensor) -> None:
+    if not torch.isfinite(y).all():
+        raise NonFiniteError(
+            f"NaN/Inf first appears in the output of step {k} ({name!r}); its input was "
+            f"finite with max |x| = {x.abs().max().item():.3g}",
+            step=k,
+            step_name=name,
+        )
+
+
 class LinearizedChain:
     """A chain evaluated at one input, ready to apply each step's Jacobian to tangents.
 
@@ -108,22 +118,18 @@ class LinearizedChain:
                         f"step {k} ({step.name!r}) output does not depend differentiably on its input "
                         "(detached, or computed by a non-differentiable operation)"
                     )
+                _raise_if_non_finite(y, k, step.name, xk)
                 self._x[k], self._y[k] = xin, y
-                if tape is not None:  # a non-finite output raises below
-                    reason = self._check_tape(k, tape) if torch.isfinite(y).all() else "non-finite output"
+                if tape is not None:
+                    reason = self._check_tape(k, tape)
                 if reason is None:
                     self._tape[k] = tape
                     del self._x[k], self._y[k]  # the tape replaces the autograd graph
                 self.routes[k] = ROUTE_TAPE if reason is None else ROUTE_AUTOGRAD
                 if reason is not None:
                     self.route_reasons[k] = reason
-            if y.is_floating_point() and not torch.isfinite(y).all():
-                raise NonFiniteError(
-                    f"NaN/Inf first appears in the output of step {k} ({step.name!r}); its input was "
-                    f"finite with max |x| = {xk.abs().max().item():.3g}",
-                    step=k,
-                    step_name=step.name,
-                )
+            if start is None and y.is_floating_point():  # a float output of the undifferentiated prefix
+                _raise_if_non_finite(y, k, step.name, xk)
             states.append(y.detach())
         if start is None:
             raise InputError(
@@ -153,7 +159,10 @@ class LinearizedChain:
         jtu = torch.zeros_like(x) if jtu is None else jtu
         rtol = TAPE_RTOL.get(x.dtype, TAPE_RTOL_DEFAULT)
         tiny = torch.finfo(x.dtype).tiny
-        norm = lambda t: t.reshape(t.shape[0], -1).norm(dim=1).double()  # noqa: E731
+
+        def norm(t: torch.Tensor) -> torch.Tensor:  # per example
+            return t.reshape(t.shape[0], -1).norm(dim=1).double()
+
         jv, jtu_tape, u, v = jv[0], jtu_tape[0], u[0], v[0]
         lhs = (u * jv).reshape(self.batch, -1).double().sum(1)
         rhs = (jtu * v).reshape(self.batch, -1).double().sum(1)

@@ -150,8 +150,9 @@ def _conv_pair(func, weight, padding, stride, dilation, groups, in_shape):
     """(jvp, vjp) of a convolution without bias; ``jvp.rescale(s)`` builds the pair for weight * s
     (a following per-channel scale folded in, see `_fuse_scales`).
 
-    2-d convolutions run channels-last: on a CPU, oneDNN's channels-last kernels are 1.2-3x faster
-    than NCHW ones for the small images of CIFAR-style nets (measured at 16-64 channels).
+    2-d convolutions run channels-last: on a CPU, oneDNN's channels-last kernels are 1.1-1.5x faster
+    than NCHW ones for the small images of CIFAR-style nets (16 tangents at 16-64 channels,
+    benchmarks/tape_vs_autograd.py).
     """
     d = weight.ndim - 2
     fmt = _channels_last(weight.ndim)
@@ -292,13 +293,10 @@ def _product_rule(func, args, kwargs, out, tracked, ids):
     if func in _DIV:
         if kwargs.get("rounding_mode") is not None or 1 in tracked:
             raise Unsupported("division by a tensor that depends on the input")
-        b = b.detach().clone() if isinstance(b, Tensor) else b
+        b = _value_before_call(b, func)
         return (lambda ts: _lift(ts[0], nd) / b), (lambda u: [_sum_to(u / b, a.shape)])
     # Each tracked operand's tangent is multiplied by the other operand's value before the call.
-    copy = func in _IN_PLACE
-    partners = {0: b, 1: a}
-    partners = {i: (p.detach().clone() if copy else p.detach()) if isinstance(p, Tensor) else p
-                for i, p in partners.items()}
+    partners = {0: _value_before_call(b, func), 1: _value_before_call(a, func)}
     shapes = {i: args[i].shape for i in tracked}
 
     def jvp(ts):
@@ -312,6 +310,13 @@ def _product_rule(func, args, kwargs, out, tracked, ids):
         return [_sum_to(u * partners[i], shapes[i]) for i in tracked]
 
     return jvp, vjp
+
+
+def _value_before_call(p: Any, func) -> Any:
+    """A constant operand as it is now; copied when the call is in place and would overwrite it."""
+    if not isinstance(p, Tensor):
+        return p
+    return p.detach().clone() if func in _IN_PLACE else p.detach()
 
 
 def _neg_rule(func, args, kwargs, out, tracked, ids):
@@ -420,7 +425,7 @@ _GENERIC = {
     F.avg_pool3d, torch.mean, T.mean, torch.sum, T.sum, torch.cat, torch.concat, torch.stack,
     T.expand, T.expand_as, torch.matmul, T.matmul, T.__matmul__, T.__rmatmul__, torch.mm, T.mm,
     torch.bmm, T.bmm, torch.einsum, T.repeat, torch.roll, T.roll, T.narrow, torch.narrow,
-    T.movedim, torch.movedim, F.interpolate, T.__getitem__, F.pad,
+    T.movedim, torch.movedim, F.interpolate,
 }
 
 _RULES: dict[Any, Callable] = {}

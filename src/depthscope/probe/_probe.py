@@ -189,8 +189,7 @@ def _probe_chain(chain, x, loss, probes, n_lyap, seed, exact, method, with_min) 
     cum_exact = exact or n0 <= EXACT_CUMULATIVE_MAX_DIM
     work = torch.float64 if (cum_exact or explicit) else dtype
     k_lyap = min(n_lyap, n0, *(lin.n_out[k] for k in ks))
-    frame = 0 if cum_exact else min(n0, max(probes, k_lyap))
-    frame = max(frame, k_lyap)
+    frame = k_lyap if cum_exact else min(n0, max(probes, k_lyap))
     pushed = None
     if frame > 0:
         pushed = benettin(apply, ks, random_frame(frame, x0.to(work), gen), lin.n_out,
