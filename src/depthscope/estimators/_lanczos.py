@@ -12,17 +12,12 @@ from typing import Callable
 
 import torch
 
-# A problem stops when either test holds for its top Ritz pair (theta, residual bound r = beta_j |s_j|):
-#  * r <= LANCZOS_RTOL * theta: theta is within r of an eigenvalue;
-#  * r^2 <= LANCZOS_VALUE_RTOL * theta * (theta - theta_2) and theta moved by less than
-#    LANCZOS_VALUE_RTOL * theta in the last iteration: the Kato-Temple estimate of the top
-#    eigenvalue's error, r^2 / gap, is below 0.2% of it (sigma = sqrt(lambda) within 0.1%). The
-#    gap comes from the second Ritz value, which may not have converged, so the estimate alone can
-#    stop too early on clustered tops; a theta that still moves says so. LANCZOS_MIN_ITER guards
-#    the first steps.
+# A problem stops when its top Ritz pair (theta, residual bound r = beta_j |s_j|) has
+# r <= LANCZOS_RTOL * theta: theta is then within r of an eigenvalue, usually the top one (a start
+# that barely touches the top eigenvector can stop below it: benchmarks/lanczos_accuracy.py). A
+# Kato-Temple test, r^2 / (theta - theta_2), stopped earlier but was measured to double the largest
+# error on CIFAR conv steps for 3% fewer iterations, so it is not used.
 LANCZOS_RTOL = 1e-2
-LANCZOS_VALUE_RTOL = 0.0
-LANCZOS_MIN_ITER = 4
 # Enough for the top eigenvalue of the spectra we meet (edges of Marchenko-Pastur-like bulks
 # converge in 20-40 iterations); each iteration costs one operator application.
 LANCZOS_MAX_ITER = 60
@@ -56,7 +51,6 @@ def lanczos_top_eigenvalue(
     v0: torch.Tensor,
     max_iter: int = LANCZOS_MAX_ITER,
     rtol: float = LANCZOS_RTOL,
-    value_rtol: float = LANCZOS_VALUE_RTOL,
     drop_converged: bool = False,
     reorthogonalize: bool = True,
 ) -> LanczosResult:
@@ -103,7 +97,6 @@ def lanczos_top_eigenvalue(
     alphas = torch.zeros(M, max_iter, dtype=torch.float64)
     betas = torch.zeros(M, max_iter, dtype=torch.float64)
     scale = torch.zeros(M, dtype=torch.float64)
-    previous = torch.zeros(M, dtype=torch.float64)
     for it in range(1, max_iter + 1):
         w = matvec(q, None if len(rows) == M else rows).to(dtype)
         a = (q * w).sum(1)
@@ -126,11 +119,6 @@ def lanczos_top_eigenvalue(
         r = b * evecs[:, -1, -1].abs()
         broken = b <= BREAKDOWN_RTOL * scale.clamp_min(tiny)
         done = (r <= rtol * theta.abs().clamp_min(tiny)) | broken
-        if it >= LANCZOS_MIN_ITER:
-            gap = (theta - evals[:, -2]).clamp_min(0.0)
-            still = (theta - previous).abs() <= value_rtol * theta.abs()
-            done = done | ((r * r <= value_rtol * theta.abs() * gap) & still)
-        previous = theta
         value[rows] = theta.to(dtype)
         residual[rows] = r.to(dtype)
         iterations[rows] = it
@@ -144,7 +132,7 @@ def lanczos_top_eigenvalue(
                 Q[:, :it] = used  # copy only the columns in use, not the whole preallocated buffer
             q, q_prev = q[keep], q_prev[keep]
             rows, alphas, betas, scale = rows[keep], alphas[keep], betas[keep], scale[keep]
-            previous, w, b, broken = previous[keep], w[keep], b[keep], broken[keep]
+            w, b, broken = w[keep], b[keep], broken[keep]
         # An exhausted Krylov space (breakdown) continues with a zero vector: its Ritz values are final.
         b = torch.where(broken, torch.zeros_like(b), b)
         q_next = torch.where(broken[:, None], torch.zeros_like(w), w / b.clamp_min(tiny).to(dtype)[:, None])
