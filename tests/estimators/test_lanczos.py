@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from depthscope.estimators._lanczos import LANCZOS_RTOL, lanczos_top_eigenvalue
-from depthscope.estimators._local import ritz_start
+from depthscope.estimators._local import combine, ritz_coefficients
 
 
 def _problems(gen, M=12, N=40, spread=1.0):
@@ -20,9 +20,7 @@ def _matvec(H):
 def test_top_eigenvalue_matches_eigvalsh(gen, drop):
     A, H = _problems(gen)
     true = torch.linalg.eigvalsh(H)[:, -1]
-    # Start from the best of 16 random directions, as the matrix-free probe does.
-    V = torch.randn(16, A.shape[0], A.shape[2], generator=gen, dtype=torch.float64)
-    v0 = ritz_start(V, torch.einsum("mij,pmj->pmi", A, V), gen)
+    v0 = torch.randn(A.shape[0], A.shape[2], generator=gen, dtype=torch.float64)
     r = lanczos_top_eigenvalue(_matvec(H), v0, drop_converged=drop)
     assert bool(r.converged.all())
     assert torch.all(r.value <= true * (1 + 1e-12))  # Ritz values are lower bounds
@@ -63,14 +61,33 @@ def test_zero_start_rows_yield_zero(gen):
     assert float(r.value[1]) == 0.0 and float(r.value[0]) > 0
 
 
+def test_a_known_first_product_saves_one_application_and_changes_nothing(gen):
+    """av0 = A v0 (as the probe passes from its Hutchinson products) replaces the first matvec."""
+    _, H = _problems(gen, M=5)
+    v0 = torch.randn(5, H.shape[1], generator=gen, dtype=torch.float64) * 3.0  # not unit: av0 scales with v0
+    calls = []
+
+    def mv(v, rows):
+        calls.append(v.shape[0])
+        return _matvec(H)(v, rows)
+
+    plain = lanczos_top_eigenvalue(_matvec(H), v0)
+    given = lanczos_top_eigenvalue(mv, v0, av0=(H @ v0[..., None])[..., 0])
+    assert torch.allclose(given.value, plain.value, rtol=1e-12)
+    assert torch.equal(given.iterations, plain.iterations)
+    assert len(calls) == int(plain.iterations.max()) - 1
+
+
 def test_ritz_start_finds_the_best_direction_in_the_span(gen):
     A, _ = _problems(gen, M=4, N=30)
     V = torch.randn(8, 4, 30, generator=gen, dtype=torch.float64)
-    v = ritz_start(V, torch.einsum("mij,pmj->pmi", A, V), gen)
-    assert torch.allclose(v.norm(dim=1), torch.ones(4, dtype=torch.float64))
-    gain = (A @ v[..., None])[..., 0].norm(dim=1)
+    AV = torch.einsum("mij,pmj->pmi", A, V)
+    c = ritz_coefficients(V, AV)
+    v, Av = combine(c, V), combine(c, AV)
+    assert torch.allclose(Av, (A @ v[..., None])[..., 0], atol=1e-12)  # the image comes for free
+    gain = Av.norm(dim=1) / v.norm(dim=1)
     # No probe direction (normalised) is stretched more than the Ritz vector.
-    probes = torch.einsum("mij,pmj->pmi", A, V).norm(dim=2) / V.norm(dim=2)
+    probes = AV.norm(dim=2) / V.norm(dim=2)
     assert torch.all(gain >= probes.max(0).values - 1e-12)
 
 

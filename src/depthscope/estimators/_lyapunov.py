@@ -15,6 +15,7 @@ import torch.autograd.forward_ad as fwAD
 
 from depthscope._errors import InputError, NonFiniteError
 from depthscope.chain._chain import Chain, run_step
+from depthscope.estimators._layout import as_native
 from depthscope.estimators._propagate import benettin_step
 
 ApplyFn = Callable[[int, torch.Tensor], torch.Tensor]
@@ -45,7 +46,7 @@ def random_frame(k: int, like: torch.Tensor, generator: torch.Generator) -> torc
     n = like[0].numel()
     g = torch.randn(B, n, k, generator=generator, dtype=like.dtype)
     q, _ = torch.linalg.qr(g)
-    return q.permute(2, 0, 1).reshape(k, *like.shape)
+    return as_native(q.permute(2, 0, 1).contiguous(), tuple(like.shape[1:]))
 
 
 def benettin(
@@ -66,15 +67,17 @@ def benettin(
     """
     q = q0
     m0, B = q0.shape[:2]
-    total = torch.zeros(m0, B, dtype=q0.dtype)
-    M = torch.eye(m0, dtype=q0.dtype).expand(B, m0, m0)
-    acc = torch.zeros(B, dtype=q0.dtype)
+    # Sums of logs over many steps and the small triangular product run in float64 whatever the
+    # frame's precision.
+    total = torch.zeros(m0, B, dtype=torch.float64)
+    M = torch.eye(m0, dtype=torch.float64).expand(B, m0, m0)
+    acc = torch.zeros(B, dtype=torch.float64)
     norms = []
     for k in ks:
         keep = min(q.shape[0], n_out[k])
         if frame_norms:
             q, logs, R = benettin_step(apply(k, q), keep, with_r=True)
-            M = R @ M
+            M = R.double() @ M
             s = M.flatten(1).norm(dim=1)
             M = M / torch.where(s > 0, s, torch.ones_like(s))[:, None, None]
             acc = acc + torch.log(s)

@@ -12,12 +12,14 @@ from typing import Callable, Sequence
 
 import torch
 
+from depthscope.estimators._layout import as_native, flatten_native
+
 ApplyFn = Callable[[int, torch.Tensor], torch.Tensor]  # (k, V: (P, B, *S_k)) -> (P, B, *S_{k+1})
 
 
 def _normalise(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Split ``v: (P, B, ...)`` into unit vectors and the log of their norms ``(P, B)``."""
-    norms = v.flatten(2).norm(dim=2)
+    norms = torch.linalg.vector_norm(v, dim=tuple(range(2, v.ndim))) if v.ndim > 2 else v.abs()
     safe = torch.where(norms > 0, norms, torch.ones_like(norms))
     unit = v / safe.reshape(*norms.shape, *([1] * (v.ndim - 2)))
     return unit, torch.log(norms)  # log 0 = -inf marks a vector annihilated exactly
@@ -93,13 +95,13 @@ def benettin_step(z: torch.Tensor, keep: int, with_r: bool = False):
     if keep == 1 and not with_r:  # a single direction: QR is a normalisation
         unit, log_r = _normalise(z[:1])
         return unit, log_r
-    mat = z.reshape(m, B, -1).permute(1, 2, 0)  # (B, n, m): columns are the directions
+    shape = tuple(z.shape[2:])
+    mat = flatten_native(z, len(shape)).permute(1, 2, 0)  # (B, n, m): columns are the directions
     Qm, R = torch.linalg.qr(mat if with_r else mat[..., :keep])
     Qm, R = Qm[..., :keep], R[:, :keep]
     diag = torch.diagonal(R, dim1=-2, dim2=-1)  # (B, keep)
     signs = torch.where(diag < 0, -torch.ones_like(diag), torch.ones_like(diag))
-    Qm = Qm * signs.unsqueeze(1)
-    new = Qm.permute(2, 0, 1).reshape(keep, B, *z.shape[2:])
+    new = as_native((Qm * signs.unsqueeze(1)).permute(2, 0, 1).contiguous(), shape)  # (keep, B, *S)
     if with_r:
         return new, torch.log(diag.abs()).T, R * signs.unsqueeze(2)
     return new, torch.log(diag.abs()).T

@@ -55,11 +55,17 @@ class LinearTape:
     Attributes:
         in_shape, out_shape: the step's input and output shapes (batch included).
         ops: the recorded operations, in execution order.
+        signature: what the tape's code path depends on: each recorded call's function, its
+            arguments' shapes, dtypes and non-tensor values, and which tensors were tracked. Two
+            tapes with one signature replay through the same rules on the same shapes; only the
+            constants (weights, ReLU masks) differ.
     """
 
-    def __init__(self, in_shape: torch.Size, out_shape: torch.Size, ops: list[_Op], out_node: int, n_nodes: int):
+    def __init__(self, in_shape: torch.Size, out_shape: torch.Size, ops: list[_Op], out_node: int, n_nodes: int,
+                 signature: tuple = ()):
         self.in_shape, self.out_shape = in_shape, out_shape
         self.ops, self.out_node, self.n_nodes = ops, out_node, n_nodes
+        self.signature = (tuple(in_shape), tuple(out_shape), out_node, signature)
 
     @torch.no_grad()
     def jvp(self, v: Tensor) -> Tensor:
@@ -68,7 +74,7 @@ class LinearTape:
         tangents[0] = v
         for op in self.ops:
             tangents[op.out] = op.jvp([tangents[i] for i in op.ins])
-        return tangents[self.out_node].contiguous()
+        return _owned(tangents[self.out_node], v)
 
     @torch.no_grad()
     def vjp(self, u: Tensor) -> Tensor:
@@ -85,7 +91,16 @@ class LinearTape:
                     cots[i] = ci if cots[i] is None else cots[i] + ci
         if cots[0] is None:
             return torch.zeros(u.shape[0], *self.in_shape, dtype=u.dtype)
-        return cots[0].contiguous()
+        return _owned(cots[0], u)
+
+
+def _owned(t: Tensor, source: Tensor) -> Tensor:
+    """``t`` as a tensor of its own: copied (in its layout) where it is the caller's tensor or a
+    view of it, or broadcast (stride 0), so a caller may write into the result. No other copy: the
+    result keeps the layout the last operation produced (channels-last after a convolution)."""
+    shared = t.untyped_storage().data_ptr() == source.untyped_storage().data_ptr()
+    broadcast = any(st == 0 and n > 1 for st, n in zip(t.stride(), t.shape))
+    return t.clone(memory_format=torch.preserve_format) if shared or broadcast else t
 
 
 # ---- helpers ------------------------------------------------------------------------------
@@ -468,6 +483,7 @@ class _Recorder(TorchFunctionMode):
         self.ids: dict[int, int] = {id(x): 0}
         self.alive: list[Tensor] = [x]  # keeps every tracked tensor (and so its id) alive
         self.ops: list[_Op] = []
+        self.keys: list[tuple] = []
         self.failure: str | None = None
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
@@ -483,7 +499,7 @@ class _Recorder(TorchFunctionMode):
             if _arg(args, kwargs, 2, "training", True) and _arg(args, kwargs, 1, "p", 0.5) > 0:
                 self.failure = "dropout in training mode"
             else:
-                self._record(ins[:1], out, lambda ts: ts[0], lambda u: [u])
+                self._record(ins[:1], out, (lambda ts: ts[0], lambda u: [u]), self._key(func, flat, out))
             return out
         rule = _RULES.get(func)
         tracked = [i for i, a in enumerate(args) if isinstance(a, Tensor) and id(a) in self.ids]
@@ -510,8 +526,12 @@ class _Recorder(TorchFunctionMode):
         if linear is None:
             linear = self._linearise(rule, func, args, kwargs, out, tracked)
         if linear is not None:
-            self._record(ins, out, *linear)
+            self._record(ins, out, linear, self._key(func, flat, out))
         return out
+
+    def _key(self, func, flat: list, out: Tensor) -> tuple:
+        """The call's part of the tape's signature."""
+        return (func, tuple(_describe(a, self.ids) for a in flat), tuple(out.shape))
 
     def _linearise(self, rule, func, args, kwargs, out, tracked):
         try:
@@ -520,11 +540,23 @@ class _Recorder(TorchFunctionMode):
             self.failure = f"{_name(func)}: {err}"
             return None
 
-    def _record(self, ins, out, jvp, vjp):
+    def _record(self, ins, out, linear, key):
         idx = len(self.alive)
         self.alive.append(out)
         self.ids[id(out)] = idx
-        self.ops.append(_Op(ins, idx, jvp, vjp))
+        self.ops.append(_Op(ins, idx, *linear))
+        self.keys.append(key)
+
+
+_PLAIN = (int, float, bool, str, type(None), torch.dtype, torch.device, torch.memory_format, torch.layout)
+
+
+def _describe(a: Any, ids: dict[int, int]) -> Any:
+    """An argument as the rules see its structure: a tensor by shape, dtype, strides and (if
+    tracked) node; a plain value as itself; anything else by its type."""
+    if isinstance(a, Tensor):
+        return (tuple(a.shape), a.dtype, a.stride(), ids.get(id(a)))
+    return a if isinstance(a, _PLAIN) else type(a).__qualname__
 
 
 def _leaves(args: tuple, kwargs: dict) -> list:
@@ -568,7 +600,8 @@ def record(fn: Callable[[Tensor], Tensor], x: Tensor) -> tuple[Tensor, LinearTap
     if not isinstance(y, Tensor) or id(y) not in rec.ids:
         return y, None, "the output does not depend on the input through recorded calls"
     out_node = rec.ids[id(y)]
-    return y, LinearTape(x.shape, y.shape, _fuse_scales(rec.ops, out_node), out_node, len(rec.alive)), None
+    ops = _fuse_scales(rec.ops, out_node)
+    return y, LinearTape(x.shape, y.shape, ops, out_node, len(rec.alive), tuple(rec.keys)), None
 
 
 def _fuse_scales(ops: list[_Op], out_node: int) -> list[_Op]:

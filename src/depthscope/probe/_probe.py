@@ -187,7 +187,9 @@ def _probe_chain(chain, x, loss, probes, n_lyap, seed, exact, method, with_min) 
     x0 = lin.states[lin.start]
     n0 = x0[0].numel()
     cum_exact = exact or n0 <= EXACT_CUMULATIVE_MAX_DIM
-    work = torch.float64 if (cum_exact or explicit) else dtype
+    # Exact basis pushes run in float64; the random frame in the model's precision (its logs and
+    # triangular factors are accumulated in float64 by `benettin`).
+    work = torch.float64 if cum_exact else dtype
     k_lyap = min(n_lyap, n0, *(lin.n_out[k] for k in ks))
     frame = k_lyap if cum_exact else min(n0, max(probes, k_lyap))
     pushed = None
