@@ -101,3 +101,19 @@ def test_three_term_recurrence_without_reorthogonalisation(gen):
     assert torch.allclose(r.value, true, rtol=LANCZOS_RTOL)
     full = lanczos_top_eigenvalue(_matvec(H), v0, drop_converged=True)
     assert torch.allclose(r.value, full.value, rtol=LANCZOS_RTOL)
+
+
+def test_an_operator_may_return_its_rayleigh_quotients(gen):
+    """A Gram operator A^T A can hand back <v, A^T A v> = ||A v||^2 with A^T A v (the probe does)."""
+    A, H = _problems(gen, M=6)
+    v0 = torch.randn(6, H.shape[1], generator=gen, dtype=torch.float64)
+
+    def mv(v, rows):
+        a = A if rows is None else A[rows]
+        av = (a @ v[..., None])[..., 0]
+        return (a.mT @ av[..., None])[..., 0], av.square().sum(1)
+
+    plain = lanczos_top_eigenvalue(_matvec(H), v0, drop_converged=True)
+    given = lanczos_top_eigenvalue(mv, v0, drop_converged=True)
+    assert torch.allclose(given.value, plain.value, rtol=1e-10)
+    assert torch.equal(given.iterations, plain.iterations)

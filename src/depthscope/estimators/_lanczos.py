@@ -65,7 +65,9 @@ def lanczos_top_eigenvalue(
 
     Args:
         matvec: ``matvec(v, rows)`` maps ``(m, N) -> (m, N)``: row i through operator ``rows[i]``
-            (``rows`` is a long tensor of problem indices, or None for all M in order).
+            (``rows`` is a long tensor of problem indices, or None for all M in order). It may
+            return ``(A v, <v, A v>)`` instead, the Rayleigh quotients ``(m,)`` included: for a
+            Gram operator G^T G they are ||G v||^2, cheaper than an inner product over N.
         v0: ``(M, N)`` starting vectors (random; zero rows are allowed and yield 0). Their dtype is
             the working precision of the Krylov basis.
         max_iter: iteration cap (also capped at N).
@@ -101,11 +103,17 @@ def lanczos_top_eigenvalue(
     betas = torch.zeros(M, max_iter, dtype=torch.float64)
     scale = torch.zeros(M, dtype=torch.float64)
     for it in range(1, max_iter + 1):
+        a = None
         if it == 1 and av0 is not None:
             w = torch.where(norm0 > 0, av0.to(dtype) / norm0.clamp_min(tiny), torch.zeros_like(q))
         else:
-            w = matvec(q, None if len(rows) == M else rows).to(dtype)
-        a = torch.linalg.vecdot(q, w)  # <q_j, A q_j> per problem (a batched bmm was 4x slower)
+            w = matvec(q, None if len(rows) == M else rows)
+            if isinstance(w, tuple):
+                w, a = w
+            w = w.to(dtype)
+        if a is None:
+            a = torch.linalg.vecdot(q, w)  # <q_j, A q_j> per problem (a batched bmm was 4x slower)
+        a = a.to(dtype)
         alphas[:, it - 1] = a.double()
         if reorthogonalize:
             basis = Q[:, :it]  # (m, j, N), a view
