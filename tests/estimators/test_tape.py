@@ -63,6 +63,12 @@ CASES = [
     ("matmul-einsum", (3, 4), lambda x: torch.einsum("bij,bkj->bik", x, x).flatten(1) + (x @ W[:4, :3]).flatten(1)),
     ("dropout-eval", (12,), lambda x: F.dropout(torch.tanh(x), 0.3, training=False)),
     ("sign-is-constant", (12,), lambda x: torch.sign(x) * x + x.detach()),
+    # The replay overwrites intermediates it owns and reads once; these reuse them in every way.
+    ("residual-block", (3, 5, 5), lambda x: torch.relu(bn3(conv_same(torch.relu(bn3(conv_same(x))))) + x)),
+    ("intermediate-read-thrice", (3, 5, 5), lambda x: (lambda y: torch.relu(y) * 2.0 + y + torch.tanh(y))(conv_same(x))),
+    ("sum-of-an-intermediate-with-itself", (12,), lambda x: (lambda y: torch.relu(y + y) * torch.sigmoid(y))(lin(x))),
+    ("one-cotangent-to-two-branches", (3, 5, 5), lambda x: torch.relu(conv_same(x) + x) + torch.relu(x)),
+    ("mask-on-the-input-itself", (12,), lambda x: torch.relu(x) + torch.relu(torch.relu(x))),
 ]
 
 
@@ -84,8 +90,10 @@ def test_tape_matches_jacrev(name, shape, fn, gen):
     P = 5
     v = torch.randn(P, *x.shape, dtype=D, generator=gen)
     u = torch.randn(P, *y.shape, dtype=D, generator=gen)
+    v0, u0 = v.clone(), u.clone()
     jv = tape.jvp(v).reshape(P, B, m)
     jtu = tape.vjp(u).reshape(P, B, n)
+    assert torch.equal(v, v0) and torch.equal(u, u0)  # the caller's tangents are never overwritten
     assert torch.allclose(jv, torch.einsum("bmn,pbn->pbm", J, v.reshape(P, B, n)), atol=1e-12, rtol=1e-10)
     assert torch.allclose(jtu, torch.einsum("bmn,pbm->pbn", J, u.reshape(P, B, m)), atol=1e-12, rtol=1e-10)
 

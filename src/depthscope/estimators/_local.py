@@ -152,13 +152,6 @@ def _inverse_sigma_min(J: torch.Tensor, v0: torch.Tensor) -> torch.Tensor:
     return torch.where(singular, torch.zeros_like(out), out)
 
 
-def _first(P: int, B: int) -> torch.Tensor:
-    """Coefficients ``(B, P)`` that pick the first of P probes."""
-    c = torch.zeros(B, P, dtype=torch.float64)
-    c[:, 0] = 1.0
-    return c
-
-
 def ritz_coefficients(V: torch.Tensor, AV: torch.Tensor) -> torch.Tensor:
     """The direction of span(V) that A stretches most, per example: a Lanczos start for A^T A.
 
@@ -170,7 +163,8 @@ def ritz_coefficients(V: torch.Tensor, AV: torch.Tensor) -> torch.Tensor:
     known too. Falls back to the first probe where the probes are dependent.
     """
     P, B, n = V.shape
-    first = _first(P, B)
+    first = torch.zeros(B, P, dtype=torch.float64)
+    first[:, 0] = 1.0
     if P >= n:
         return first
     # The P x P Gram matrices are formed in the vectors' precision and solved in float64.
@@ -257,13 +251,14 @@ def matrix_free_stats(
         ray = flat.new_empty(len(idx))
         for i, target, zk, rk in zip(live, targets, zs, rayleigh):
             n = lin.n_in[ks[i]]
-            zflat, rflat = flatten_native(zk, len(shape[ks[i]])).reshape(CB, n), rk.reshape(CB)
             if isinstance(target, tuple):
                 have, target = target
-                zflat, rflat = zflat[have], rflat[have]
-            out[target, :n] = zflat
+                out[target, :n] = flatten_native(zk, len(shape[ks[i]])).reshape(CB, n)[have]
+                ray[target] = rk.reshape(CB)[have]
+            else:  # one pass from the result's layout into the rows
+                as_native(out[target, :n].reshape(C, B, n), shape[ks[i]]).copy_(zk)
+                ray[target] = rk.reshape(CB)
             out[target, n:] = 0
-            ray[target] = rflat
         return out, ray
 
     # Lanczos starts from a direction in the span of the Hutchinson probes whose image J v0 is a
@@ -276,14 +271,15 @@ def matrix_free_stats(
     work = torch.promote_types(dtype, torch.float32)
     starts, images = [], []
     for k, v, o in zip(ks, flat_vs, outs):
+        if lin.n_in[k] > RITZ_START_MAX_DIM:  # the first probe, whose image is known too
+            starts.append(as_native(v[:1].expand(C, B, lin.n_in[k]), shape[k]))
+            images.append(o[:1].expand(C, *o.shape[1:]))
+            continue
         V = v.to(work)
         JV = flatten_native(o, len(lin.states[k + 1].shape) - 1).to(work)
-        if lin.n_in[k] > RITZ_START_MAX_DIM:  # the first probe, whose image is known too
-            cs = [_first(probes, B)] * C
-        else:
-            cs = [ritz_coefficients(V, JV)]
-            if C == 2:
-                cs.append(ritz_coefficients(V, JV - V) if square[k] else cs[0])
+        cs = [ritz_coefficients(V, JV)]
+        if C == 2:
+            cs.append(ritz_coefficients(V, JV - V) if square[k] else cs[0])
         starts.append(as_native(torch.stack([combine(c, V) for c in cs]).to(dtype), shape[k]))
         images.append(as_native(torch.stack([combine(c, JV) for c in cs]).to(dtype), tuple(lin.states[k + 1].shape[1:])))
     v0 = pack(starts, list(range(S)))

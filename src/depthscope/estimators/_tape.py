@@ -41,6 +41,11 @@ class _Op:
 
     ``jvp(tangents)`` maps the inputs' tangents ``[(P, *shape_i)]`` to ``(P, *shape_out)``;
     ``vjp(cot)`` maps ``(P, *shape_out)`` to one cotangent per input (None where it is zero).
+    Either closure may carry ``fresh = True`` (its result is newly allocated, never an alias of
+    its argument) and ``inplace``: the same map written into its (first) argument, used when the
+    replay owns that tensor, returning None where shapes or dtypes do not allow it. Overwriting
+    the replay's own intermediates instead of allocating new ones is 1.1-1.2x faster for 16
+    resnet56 tangents (fewer megabyte-sized allocations, each paid in page faults).
     """
 
     __slots__ = ("ins", "out", "jvp", "vjp")
@@ -65,30 +70,66 @@ class LinearTape:
                  signature: tuple = ()):
         self.in_shape, self.out_shape = in_shape, out_shape
         self.ops, self.out_node, self.n_nodes = ops, out_node, n_nodes
+        # How many ops read each node (the output counts as read by the caller): a tangent read
+        # once, and allocated by the replay itself, may be overwritten by the op that reads it.
+        self._uses = [0] * n_nodes
+        self._uses[out_node] += 1
+        for op in ops:
+            for i in op.ins:
+                self._uses[i] += 1
         self.signature = (tuple(in_shape), tuple(out_shape), out_node, signature)
 
-    @torch.no_grad()
     def jvp(self, v: Tensor) -> Tensor:
         """J v for tangents ``v: (P, *in_shape)``; returns ``(P, *out_shape)``."""
+        if torch.is_grad_enabled():
+            with torch.no_grad():
+                return self.jvp(v)
         tangents: list[Tensor | None] = [None] * self.n_nodes
+        owned = [False] * self.n_nodes  # the node's tensor was allocated by this replay
         tangents[0] = v
+        uses = self._uses
         for op in self.ops:
-            tangents[op.out] = op.jvp([tangents[i] for i in op.ins])
+            ts = [tangents[i] for i in op.ins]
+            inplace = getattr(op.jvp, "inplace", None)
+            first = op.ins[0]
+            out = None
+            if inplace is not None and owned[first] and uses[first] == 1:
+                out = inplace(ts)  # None where shapes or dtypes forbid it
+            if out is not None:
+                owned[op.out] = True
+            else:
+                out = op.jvp(ts)
+                owned[op.out] = getattr(op.jvp, "fresh", False)
+            tangents[op.out] = out
         return _owned(tangents[self.out_node], v)
 
-    @torch.no_grad()
     def vjp(self, u: Tensor) -> Tensor:
         """J^T u for cotangents ``u: (P, *out_shape)``; returns ``(P, *in_shape)``."""
+        if torch.is_grad_enabled():
+            with torch.no_grad():
+                return self.vjp(u)
         cots: list[Tensor | None] = [None] * self.n_nodes
+        owned = [False] * self.n_nodes  # the node's cotangent was allocated here and is held nowhere else
         cots[self.out_node] = u
         for op in reversed(self.ops):
             c = cots[op.out]
             if c is None:
                 continue
             cots[op.out] = None  # an in-place op's output node is never read again
-            for i, ci in zip(op.ins, op.vjp(c)):
-                if ci is not None:
-                    cots[i] = ci if cots[i] is None else cots[i] + ci
+            inplace = getattr(op.vjp, "inplace", None)
+            outs = inplace(c) if inplace is not None and owned[op.out] else None
+            fresh = outs is not None or getattr(op.vjp, "fresh", False)
+            if outs is None:
+                outs = op.vjp(c)
+            for i, ci in zip(op.ins, outs):
+                if ci is None:
+                    continue
+                if cots[i] is None:
+                    cots[i], owned[i] = ci, fresh
+                elif owned[i] and cots[i].shape == ci.shape:
+                    cots[i].add_(ci)
+                else:
+                    cots[i], owned[i] = cots[i] + ci, True
         if cots[0] is None:
             return torch.zeros(u.shape[0], *self.in_shape, dtype=u.dtype)
         return _owned(cots[0], u)
@@ -98,7 +139,8 @@ def _owned(t: Tensor, source: Tensor) -> Tensor:
     """``t`` as a tensor of its own: copied (in its layout) where it is the caller's tensor or a
     view of it, or broadcast (stride 0), so a caller may write into the result. No other copy: the
     result keeps the layout the last operation produced (channels-last after a convolution)."""
-    shared = t.untyped_storage().data_ptr() == source.untyped_storage().data_ptr()
+    root = source if source._base is None else source._base
+    shared = t is source or t is root or t._base is root
     broadcast = any(st == 0 and n > 1 for st, n in zip(t.stride(), t.shape))
     return t.clone(memory_format=torch.preserve_format) if shared or broadcast else t
 
@@ -192,6 +234,7 @@ def _conv_pair(func, weight, padding, stride, dilation, groups, in_shape):
         return _conv_pair(func, w, padding, stride, dilation, groups, in_shape)
 
     jvp.rescale = rescale
+    jvp.fresh = vjp.fresh = True
     return jvp, vjp
 
 
@@ -203,7 +246,8 @@ def _linear_rule(func, args, kwargs, out, tracked, ids):
     if tracked != [0]:
         raise Unsupported("linear layer with a weight that depends on the input")
     weight = _arg(args, kwargs, 1, "weight")
-    return (lambda ts: F.linear(ts[0], weight)), (lambda u: [u @ weight])
+    weight = weight.detach()
+    return _fresh(lambda ts: F.linear(ts[0], weight)), _fresh(lambda u: [u @ weight])
 
 
 def _batch_norm_rule(func, args, kwargs, out, tracked, ids):
@@ -222,16 +266,41 @@ def _batch_norm_rule(func, args, kwargs, out, tracked, ids):
     channel_scale = scale.detach()
     scale = channel_scale.reshape(-1, *([1] * (x.ndim - 2)))
 
-    def jvp(ts):
-        return ts[0] * scale
-
+    jvp, vjp = _scaling(scale)
     jvp.channel_scale = channel_scale
-    return jvp, (lambda u: [u * scale])
+    return jvp, vjp
 
 
 def _diagonal(d: Tensor):
     d = d.detach().contiguous(memory_format=_channels_last(d.ndim))  # the layout of the convolutions
-    return (lambda ts: ts[0] * d), (lambda u: [u * d])
+    return _scaling(d)
+
+
+def _scaling(d: Tensor):
+    """(jvp, vjp) of the elementwise product with a constant ``d`` that broadcasts to the tangent's
+    per-tangent shape (a ReLU mask, a BatchNorm scale)."""
+
+    def jvp(ts):
+        return ts[0] * d
+
+    def vjp(u):
+        return [u * d]
+
+    def fits(t: Tensor) -> bool:
+        return torch.promote_types(t.dtype, d.dtype) == t.dtype and d.ndim <= t.ndim - 1 and all(
+            n == 1 or n == m for n, m in zip(reversed(d.shape), reversed(t.shape))
+        )
+
+    jvp.inplace = lambda ts: ts[0].mul_(d) if fits(ts[0]) else None
+    vjp.inplace = lambda u: [u.mul_(d)] if fits(u) else None
+    jvp.fresh = vjp.fresh = True
+    return jvp, vjp
+
+
+def _fresh(f: Callable) -> Callable:
+    """Mark a closure whose result is newly allocated (see `_Op`)."""
+    f.fresh = True
+    return f
 
 
 # Pointwise functions: derivative in closed form from the input (before an in-place call runs).
@@ -293,6 +362,16 @@ def _sum_rule(func, args, kwargs, out, tracked, ids):
     def vjp(u):
         return [_sum_to(u if ci == 1 else ci * u, s) for ci, s in zip(c, shapes)]
 
+    if len(c) == 2 and c[0] == 1 and tuple(shapes[0]) == tuple(out.shape):
+        jvp.fresh = True  # a + b allocates; and the first term may take the sum in place
+
+        def inplace(ts):
+            a, b = ts
+            if torch.promote_types(a.dtype, b.dtype) != a.dtype:
+                return None
+            return a.add_(_lift(b, nd), alpha=c[1])
+
+        jvp.inplace = inplace
     return jvp, vjp
 
 
@@ -335,7 +414,7 @@ def _value_before_call(p: Any, func) -> Any:
 
 
 def _neg_rule(func, args, kwargs, out, tracked, ids):
-    return (lambda ts: -ts[0]), (lambda u: [-u])
+    return _fresh(lambda ts: -ts[0]), _fresh(lambda u: [-u])
 
 
 # Pure reshapes: the element order is kept, only the shape changes.

@@ -150,6 +150,13 @@ def probe(
 def _probe_chain(chain, x, loss, probes, n_lyap, seed, exact, method, with_min) -> Report:
     gen = torch.Generator().manual_seed(seed)
     lin = LinearizedChain(chain, x)
+    # Everything below applies recorded Jacobians to tangents: no graph is needed (the autograd
+    # route differentiates graphs it already holds, which works in no-grad mode).
+    with torch.no_grad():
+        return _measure(chain, lin, loss, probes, n_lyap, gen, seed, exact, method, with_min)
+
+
+def _measure(chain, lin, loss, probes, n_lyap, gen, seed, exact, method, with_min) -> Report:
     ks = lin.steps
     dtype = lin.states[lin.start].dtype
 
