@@ -150,6 +150,30 @@ def test_a_wrong_tape_is_caught_and_the_step_falls_back(monkeypatch):
     assert torch.allclose(lin.explicit(0), J)  # the fallback is exact
 
 
+def test_one_check_per_signature_and_every_failure_is_checked(monkeypatch):
+    """Tapes that replay the same calls on the same shapes are checked once; a tape that fails
+    does not vouch for the next one of its signature, which is checked (and fails) itself."""
+    torch.manual_seed(0)
+    cnn = ds.create_model("resnet20", width=0.25).eval()
+    x = cnn.example_input(1, torch.Generator().manual_seed(0))
+    checked = []
+    original = LinearizedChain._check_tape
+
+    def counting(self, k, tape):
+        checked.append(tape.signature)
+        return original(self, k, tape)
+
+    monkeypatch.setattr(LinearizedChain, "_check_tape", counting)
+    lin = LinearizedChain(ds.Chain.from_module(cnn), x)
+    signatures = {lin._tape[k].signature for k in lin.steps}
+    assert len(checked) == len(signatures) < len(lin.steps)
+    checked.clear()
+    monkeypatch.setitem(_tape._POINTWISE_FAST, torch.relu, lambda x: torch.ones_like(x))
+    lin = LinearizedChain(ds.Chain.from_module(cnn), x)
+    relu_steps = [k for k in lin.steps if lin.route(k) == ROUTE_AUTOGRAD]
+    assert len(relu_steps) >= 9 and len(checked) == len(lin.steps)  # no signature was vouched for
+
+
 def test_probe_is_the_same_through_tapes_and_through_autograd(monkeypatch):
     torch.manual_seed(0)
     m = ds.create_model("resnet20", width=0.25).double().eval()
