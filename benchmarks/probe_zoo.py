@@ -1,10 +1,11 @@
 """Cost of a full probe of resnet56 in units of one forward+backward pass of the same model.
 
-Full probe: batch 1, local Frobenius and top singular value of every block (sigma_min and
-||J - I||_2 too), cumulative Frobenius for every k, gradient ratios, 16 Lyapunov exponents.
-Also prints every registered model's probe time at its tiny size.
+The issue's full probe: batch 1, local Frobenius norm and top singular value of every block,
+cumulative Frobenius norms for every k, gradient ratios, 16 Lyapunov exponents
+(``sigma_min=False``); also timed with sigma_min and ||J - I||_2 of every block. Also prints every
+registered model's probe time at its tiny size.
 
-Usage: python benchmarks/probe_zoo.py [--model resnet56] [--width 1] [--repeats 3] [--clock cpu|wall]
+Usage: python benchmarks/probe_zoo.py [--model resnet56] [--width 1] [--rounds 9] [--clock cpu|wall] [--skip-tiny]
 
 With one thread (the default) the CPU-time clock is the fair one on a shared machine: other
 processes change wall time but hardly this process's CPU time.
@@ -13,6 +14,7 @@ processes change wall time but hardly this process's CPU time.
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import time
 
@@ -31,11 +33,15 @@ def median_time(fn, repeats: int, clock=time.perf_counter) -> float:
     return statistics.median(times)
 
 
+# Forward+backward passes timed per round: their median is the round's unit.
+FB_PER_ROUND = 5
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="resnet56")
     ap.add_argument("--width", type=float, default=1)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--clock", choices=("cpu", "wall"), default="cpu")
     ap.add_argument("--skip-tiny", action="store_true")
@@ -44,44 +50,59 @@ def main() -> None:
     torch.manual_seed(0)
     model = ds.create_model(args.model, width=args.width).eval()
     x = model.example_input(1, torch.Generator().manual_seed(0))
-
-    def fwd_bwd():
-        model.zero_grad(set_to_none=True)
-        model(x.clone().requires_grad_(True)).sum().backward()
-
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
-    t_fb = median_time(fwd_bwd, 5 * args.repeats, clock)
+    images = x.ndim == 4
+    m_cl = copy.deepcopy(model).to(memory_format=torch.channels_last) if images else None
+    x_cl = x.contiguous(memory_format=torch.channels_last) if images else None
+
+    def fwd_bwd(m, inp):
+        m.zero_grad(set_to_none=True)
+        m(inp.clone().requires_grad_(True)).sum().backward()
+
     reports = {}
 
-    def full(sigma_min=True):
+    def probe(sigma_min):
         reports[sigma_min] = ds.probe(model, x, lyapunov=16, probes=16, sigma_min=sigma_min)
 
-    t_full = median_time(full, args.repeats, clock)
-    t_max = median_time(lambda: full(False), args.repeats, clock)
+    # Rounds interleave the unit and the probes, so a slow spell of a shared machine slows both:
+    # each round gives its own ratios, and the median over rounds is reported with their range.
+    rows = {"fb": [], "cl": [], True: [], False: []}
+    for r in range(args.rounds + 1):  # round 0 warms up
+        fb = median_time(lambda: fwd_bwd(model, x), FB_PER_ROUND, clock)
+        cl = median_time(lambda: fwd_bwd(m_cl, x_cl), FB_PER_ROUND, clock) if images else float("nan")
+        times = {}
+        for sigma_min in (True, False):
+            t0 = clock()
+            probe(sigma_min)
+            times[sigma_min] = clock() - t0
+        if r:
+            rows["fb"].append(fb)
+            rows["cl"].append(cl)
+            for k in (True, False):
+                rows[k].append(times[k])
+    med = statistics.median
+
+    def ratio(probe_times, unit):
+        rs = [p / u for p, u in zip(probe_times, unit)]
+        return f"{med(rs):.1f} fwd+bwd (rounds {min(rs):.1f}-{max(rs):.1f})"
+
     rep = reports[True]
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"depthscope {ds.__version__}, torch {torch.__version__}, {args.threads} threads, {args.clock} clock")
+    print(f"depthscope {ds.__version__}, torch {torch.__version__}, {args.threads} threads, {args.clock} clock, "
+          f"{args.rounds} rounds, medians")
     print(
         f"{args.model} (width {args.width}, {n_params / 1e6:.2f}M params, {len(rep)} chain steps, batch 1): "
-        f"forward+backward {t_fb * 1e3:.1f} ms | full probe {t_full:.2f} s = {t_full / t_fb:.0f} fwd+bwd | "
-        f"without sigma_min/gap {t_max:.2f} s = {t_max / t_fb:.0f} fwd+bwd"
+        f"forward+backward {med(rows['fb']) * 1e3:.1f} ms | without sigma_min/gap (the issue's full probe) "
+        f"{med(rows[False]):.3f} s = {ratio(rows[False], rows['fb'])} | with sigma_min and gap "
+        f"{med(rows[True]):.3f} s = {ratio(rows[True], rows['fb'])}"
     )
-    if x.ndim == 4:  # the same model run channels-last, the faster CPU layout the tapes use
-        m_cl = model.to(memory_format=torch.channels_last)
-        x_cl = x.contiguous(memory_format=torch.channels_last)
-
-        def fwd_bwd_cl():
-            m_cl.zero_grad(set_to_none=True)
-            m_cl(x_cl.clone().requires_grad_(True)).sum().backward()
-
-        t_cl = median_time(fwd_bwd_cl, 5 * args.repeats, clock)
-        model.to(memory_format=torch.contiguous_format)
+    if images:  # the same model run channels-last, the faster CPU layout the tapes use
         print(
-            f"    against a channels-last forward+backward ({t_cl * 1e3:.1f} ms): full probe "
-            f"{t_full / t_cl:.0f} fwd+bwd | without sigma_min/gap {t_max / t_cl:.0f} fwd+bwd"
+            f"    against a channels-last forward+backward ({med(rows['cl']) * 1e3:.1f} ms): without sigma_min/gap "
+            f"{ratio(rows[False], rows['cl'])} | with {ratio(rows[True], rows['cl'])}"
         )
     print(f"    verdict {rep.verdict}, log gain {rep.log_gain:+.3f}, top Lyapunov {rep.lyapunov[0]:+.4f}, "
-          f"methods {sorted(set(rep.column('method')))}")
+          f"routes {rep.settings['jacobian_routes']}, methods {sorted(set(rep.column('method')))}")
     if args.skip_tiny:
         return
     print("tiny-size probe of every registered model (batch 2, lyapunov 4):")
