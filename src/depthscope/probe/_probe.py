@@ -119,7 +119,7 @@ def probe(
     steps and 0.3% on the matrix-free steps of residual MLPs (float64, tests/probe; the tests allow
     1%). On the convolutional steps of CIFAR nets, Lanczos stops at a 1% residual and can settle just
     below the top singular value: against a converged run, the mean error over the steps of resnet56,
-    plain56 and preact_resnet56 was 0.04-0.11% and the largest up to 1.3% over two seeds
+    plain56 and preact_resnet56 was 0.04-0.13% and the largest 0.98% over two seeds
     (benchmarks/lanczos_accuracy.py);
     Hutchinson and frame estimates of Frobenius norms within 5% at 16
     probes for the chains we test (relative standard deviation at most sqrt(2/probes), far smaller
