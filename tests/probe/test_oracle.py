@@ -144,3 +144,44 @@ def test_sigma_min_false_skips_only_sigma_min_and_gap(method: str, gen: torch.Ge
     for b, J in zip(rep.blocks, Js):
         assert b.local_sigma_min is None and b.identity_gap is None
         assert b.local_sigma_max == pytest.approx(float(torch.linalg.svdvals(J)[:, 0].mean()), rel=SIGMA_RTOL)
+
+
+@pytest.mark.parametrize("method", ["explicit", "matrix-free"])
+@pytest.mark.parametrize("scale", [1e30, 1e-30])
+def test_steps_of_extreme_scale_in_float32(method: str, scale: float) -> None:
+    """A float32 step whose Jacobian is 1e30 (or 1e-30) times an ordinary one: J^T J would be 1e60
+    (1e-60), beyond float32, yet sigma_max, ||J||_F and ||J - I||_2 match the float64 SVD."""
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 8), nn.Linear(8, 8))
+    with torch.no_grad():
+        m[1].weight.mul_(scale)
+    rep = ds.probe(m, torch.randn(2, 8), method=method, probes=16)
+    W = m[1].weight.detach().double()
+    b = rep.blocks[1]
+    assert b.local_sigma_max == pytest.approx(float(torch.linalg.svdvals(W)[0]), rel=SIGMA_RTOL)
+    assert b.identity_gap == pytest.approx(float(torch.linalg.svdvals(W - torch.eye(8, dtype=W.dtype))[0]), rel=SIGMA_RTOL)
+    assert b.local_fro == pytest.approx(float(W.norm() / 8**0.5), rel=HUTCHINSON_RTOL)
+    assert math.isfinite(rep.log_gain) and all(math.isfinite(g) for g in rep.column("grad_log_norm"))
+
+
+@pytest.mark.parametrize("method", ["explicit", "matrix-free"])
+def test_a_step_with_a_zero_jacobian_is_measured_as_zero(method: str) -> None:
+    """A step whose output is differentiable but does not move with its input here (a dead ReLU
+    layer) has J = 0: the probe reports zeros, on the autograd route (softmax forces it) too."""
+    dead = lambda h: torch.softmax(torch.relu(h - 100.0), dim=1)  # noqa: E731: every ReLU is off
+    chain = ds.Chain([lambda h: h * 2.0, dead, lambda h: h + 1.0])
+    rep = ds.probe(chain, torch.randn(2, 8), method=method, lyapunov=0)
+    assert rep.settings["jacobian_routes"].get("autograd", 0) >= 1
+    b = rep.blocks[1]
+    assert b.local_fro == 0.0 and b.local_sigma_max == 0.0
+    assert rep.blocks[0].local_sigma_max == pytest.approx(2.0, rel=SIGMA_RTOL)
+
+
+def test_a_recurrence_probes_alike_matrix_free_and_explicit() -> None:
+    spec = ds.model_spec("rnn_tanh")
+    torch.manual_seed(0)
+    m = spec.factory(**spec.tiny).eval()
+    x = m.example_input(2, torch.Generator().manual_seed(0))
+    a, b = ds.probe(m, x, method="matrix-free"), ds.probe(m, x, method="explicit")
+    for p, q in zip(a.column("local_sigma_max"), b.column("local_sigma_max")):
+        assert p == pytest.approx(q, rel=SIGMA_RTOL, abs=1e-12)

@@ -193,14 +193,23 @@ class LinearizedChain:
         with torch.enable_grad():
             (g,) = torch.autograd.grad(y, self._x[k], u, create_graph=True, allow_unused=True)
         if g is None or not g.requires_grad:
-            raise InputError(f"step {k} ({self.chain.steps[k].name!r}) has no Jacobian with respect to its input")
+            # J^T u does not depend on u: J is zero at this input (the output is differentiable, as
+            # checked when the step ran, but does not move with it here: a dead ReLU layer, a
+            # recurrence's initial state).
+            self._u[k], self._g[k] = u, None
+            return
         self._u[k], self._g[k] = u, g
+
+    def _zero_jvp(self, k: int, v: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(v.shape[0], *self._y[k].shape, dtype=v.dtype)
 
     def jvp(self, k: int, v: torch.Tensor) -> torch.Tensor:
         """J_k v for tangents ``v: (P, B, *S_k)``; returns ``(P, B, *S_{k+1})``."""
         if k in self._tape:
             return self._tape[k].jvp(v)
         self._ensure_double(k)
+        if self._g[k] is None:
+            return self._zero_jvp(k, v)
         with _quiet_batching():
             (out,) = torch.autograd.grad(self._g[k], self._u[k], v, retain_graph=True, is_grads_batched=True)
         return out
@@ -244,9 +253,12 @@ class LinearizedChain:
         """[J_k v_k for k in ks], each ``v_k: (P, B, *S_k)``; autograd steps in one call."""
         out = {k: self._tape[k].jvp(v) for k, v in zip(ks, vs) if k in self._tape}
         rest = [(k, v) for k, v in zip(ks, vs) if k not in self._tape]
+        for k, v in rest:
+            self._ensure_double(k)
+            if self._g[k] is None:
+                out[k] = self._zero_jvp(k, v)
+        rest = [(k, v) for k, v in rest if self._g[k] is not None]
         if rest:
-            for k, _ in rest:
-                self._ensure_double(k)
             with _quiet_batching():
                 grads = torch.autograd.grad(
                     [self._g[k] for k, _ in rest], [self._u[k] for k, _ in rest], [v for _, v in rest],

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from depthscope.estimators._lanczos import lanczos_top_eigenvalue
 from depthscope.estimators._layout import as_native, flatten_native
 from depthscope.estimators._linearized import LinearizedChain
+from depthscope.estimators._propagate import tangent_norms
 
 SIGMA_MIN_EXACT = "exact"
 # Matrix-free Lanczos starts from the top Ritz vector in the span of the Hutchinson probes on steps
@@ -32,6 +33,9 @@ SIGMA_MIN_EXACT = "exact"
 # 2.7% low from one probe); on 1024-wide MLP steps and CIFAR ResNet steps it saved no iteration
 # (16.2 vs 16.2 and 17.1 vs 17.4 per step) for the cost of two P x P Gram matrices per step.
 RITZ_START_MAX_DIM = 1024
+# Matrix-free steps in float32 whose ||J||_F lies outside [1/UNSCALED_MAX, UNSCALED_MAX] run Lanczos
+# on a rescaled operator: within it, J^T J (at most 1e16) is far from float32's limits.
+UNSCALED_MAX = 1e8
 SIGMA_MIN_INVERSE_LANCZOS = "inverse-lanczos"
 SIGMA_MIN_WEYL = "weyl-lower-bound"
 
@@ -59,13 +63,6 @@ def rademacher(shape: tuple[int, ...], generator: torch.Generator, dtype: torch.
     n = math.prod(shape)
     data = torch.randint(0, 256, (-(-n // _SIGNS_PER_BYTE),), generator=generator, dtype=torch.uint8)
     return F.embedding(data.long(), _SIGN_TABLE.to(dtype)).reshape(-1)[:n].reshape(shape)
-
-
-def _sq_norms(t: torch.Tensor) -> torch.Tensor:
-    """Squared norms ``(P, B)`` of tangents ``t: (P, B, ...)``, in any memory layout."""
-    if t.ndim == 2:
-        return t.square()
-    return torch.linalg.vector_norm(t, dim=tuple(range(2, t.ndim))).square()
 
 
 def _mean(t: torch.Tensor) -> float:
@@ -112,13 +109,25 @@ def _explicit_group(Jm: torch.Tensor, square: bool, exact: bool, generator: torc
         gap = torch.linalg.svdvals(J - eye)[:, 0] if square else None
         return fro, s[:, 0], (s[:, -1] if square else None), gap, (SIGMA_MIN_EXACT if square else None), "exact"
     v0 = torch.randn(M, n_in, generator=generator, dtype=J.dtype)
-    # J^T (J v) as two matrix-vector products: O(n^2) per iteration instead of forming J^T J, O(n^3).
-    smax = lanczos_top_eigenvalue(_gram_matvec(Jm), v0).value.sqrt()
+    smax = _top_singular_value(J, Jm.dtype, v0)
     if not square:
         return fro, smax, None, None, None, "explicit"
-    D = Jm - eye.to(Jm.dtype)
-    gap = lanczos_top_eigenvalue(_gram_matvec(D), v0).value.sqrt()
+    gap = _top_singular_value(J - eye, Jm.dtype, v0)
     return fro, smax, _inverse_sigma_min(J, v0), gap, SIGMA_MIN_INVERSE_LANCZOS, "explicit"
+
+
+def _top_singular_value(A: torch.Tensor, dtype: torch.dtype, v0: torch.Tensor) -> torch.Tensor:
+    """sigma_max per matrix of ``A: (M, n_out, n_in)`` (float64) by Lanczos on A^T A in ``dtype``.
+
+    Each matrix is divided by its Frobenius norm first (sigma_max <= ||A||_F), so A^T A neither
+    overflows nor underflows in float32 whatever the scale of the Jacobian (a step with entries of
+    1e30 squares to 1e60).
+    """
+    scale = A.flatten(1).norm(dim=1)
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    # J^T (J v) as two matrix-vector products: O(n^2) per iteration instead of forming J^T J, O(n^3).
+    top = lanczos_top_eigenvalue(_gram_matvec((A / scale[:, None, None]).to(dtype)), v0).value
+    return top.sqrt() * scale
 
 
 def _gram_matvec(A: torch.Tensor):
@@ -197,7 +206,8 @@ def matrix_free_stats(
     shape = {k: tuple(lin.states[k].shape[1:]) for k in ks}
     flat_vs = [rademacher((probes, B, lin.n_in[k]), generator, dtype) for k in ks]  # (P, B, n_in)
     outs = lin.jvp_all(ks, [as_native(v, shape[k]) for k, v in zip(ks, flat_vs)])
-    fro = {k: (_sq_norms(o).mean(0) / lin.n_in[k]).sqrt() for k, o in zip(ks, outs)}
+    sq_fro = {k: tangent_norms(o).square().mean(0) for k, o in zip(ks, outs)}  # (B,) ~ ||J||_F^2, float64
+    fro = {k: (sq / lin.n_in[k]).sqrt() for k, sq in sq_fro.items()}
 
     square = {k: lin.n_in[k] == lin.n_out[k] and with_min for k in ks}
     # Channel 0 runs Lanczos on J^T J; channel 1 (only when some step needs its identity gap) on
@@ -205,19 +215,41 @@ def matrix_free_stats(
     C = 2 if any(square.values()) else 1
     n_max = max(lin.n_in[k] for k in ks)
     S = len(ks)
+    work = torch.promote_types(dtype, torch.float32)  # the Lanczos vectors' precision
 
     def minus_identity_in_gap_channel(k: int, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
         if not square[k]:
             return after
         return torch.cat([after[:1], after[1:] - before[1:]])
 
+    # A step whose Jacobian is far from unit scale runs Lanczos on its operators divided by s^2,
+    # s an upper bound on their sigma_max (the Hutchinson ||J||_F, plus sqrt(n) for J - I), so that
+    # J^T J neither overflows nor underflows in float32 (sigma_max^2 of 1e60 or 1e-60).
+    scale = torch.ones(S, C, B, dtype=torch.float64)
+    inv_scale: dict[int, torch.Tensor] = {}  # (C, B), only for the steps that need it
+    for i, k in enumerate(ks):
+        s_k = sq_fro[k].sqrt()
+        if dtype == torch.float64 or bool(((s_k > 1 / UNSCALED_MAX) & (s_k < UNSCALED_MAX)).all()):
+            continue
+        scale[i] = torch.where(s_k > 0, s_k, torch.ones_like(s_k))
+        if square[k]:
+            scale[i, 1] = s_k + lin.n_in[k] ** 0.5
+        inv_scale[k] = (1.0 / scale[i]).to(dtype)
+
+    def scaled(k: int, t: torch.Tensor) -> torch.Tensor:  # t: (C, B, ...) of either space of step k
+        if k not in inv_scale:
+            return t
+        return t * inv_scale[k].reshape(C, B, *[1] * (t.ndim - 2))
+
     def gram(live_ks: list[int], vin: list[torch.Tensor], jv: list[torch.Tensor] | None = None):
-        """The channels' operators on ``vin[j]: (C, B, *S_k)``, and their Rayleigh quotients
+        """The channels' scaled operators on ``vin[j]: (C, B, *S_k)``, and their Rayleigh quotients
         ``(C, B)`` as squared norms before the transpose (``jv`` is J v when already known)."""
         jv = lin.jvp_all(live_ks, vin) if jv is None else jv
-        w = [minus_identity_in_gap_channel(k, vk, wk) for k, vk, wk in zip(live_ks, vin, jv)]
-        z = [minus_identity_in_gap_channel(k, wk, zk) for k, wk, zk in zip(live_ks, w, lin.vjp_all(live_ks, w))]
-        return z, [_sq_norms(wk) for wk in w]
+        w = [scaled(k, minus_identity_in_gap_channel(k, vk, wk)) for k, vk, wk in zip(live_ks, vin, jv)]
+        z = [scaled(k, minus_identity_in_gap_channel(k, wk, zk)) for k, wk, zk in zip(live_ks, w, lin.vjp_all(live_ks, w))]
+        # w is scaled to a safe range: its squared norms can be summed in its own precision.
+        return z, [(wk.square() if wk.ndim == 2 else torch.linalg.vector_norm(wk, dim=tuple(range(2, wk.ndim))).square()).to(work)
+                   for wk in w]
 
     def pack(zs: list[torch.Tensor], live: list[int]) -> torch.Tensor:
         out = torch.zeros(S, C, B, n_max, dtype=work)
@@ -268,7 +300,6 @@ def matrix_free_stats(
     # precision and run the three-term recurrence without reorthogonalisation: at the 1% residual
     # where the tests stop, orthogonality is still near rounding level, and reorthogonalising
     # against 16k-long bases cost more than the products.
-    work = torch.promote_types(dtype, torch.float32)
     starts, images = [], []
     for k, v, o in zip(ks, flat_vs, outs):
         if lin.n_in[k] > RITZ_START_MAX_DIM:  # the first probe, whose image is known too
@@ -285,7 +316,7 @@ def matrix_free_stats(
     v0 = pack(starts, list(range(S)))
     av0 = pack(gram(ks, starts, images)[0], list(range(S)))
     top = lanczos_top_eigenvalue(matvec, v0, av0=av0, drop_converged=True, reorthogonalize=False).value
-    top = top.double().reshape(S, C, B).sqrt()
+    top = top.double().reshape(S, C, B).sqrt() * scale
     result = {}
     for i, k in enumerate(ks):
         smax = top[i, 0]
