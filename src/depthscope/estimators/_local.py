@@ -52,8 +52,8 @@ class LocalStats:
     method: str
 
 
-# Random signs come eight to a random byte, looked up in a table of the 256 sign patterns: 6x faster
-# than one random integer per sign (4.4M signs per resnet56 probe).
+# Random signs come eight to a random byte, looked up in a table of the 256 sign patterns: 5.6x
+# faster than one random integer per sign (4.4M signs per resnet56 probe; benchmarks/probe_parts.py).
 _SIGNS_PER_BYTE = 8
 _SIGN_TABLE = ((torch.arange(256)[:, None] >> torch.arange(_SIGNS_PER_BYTE)) & 1).mul(2).sub(1)  # (256, 8)
 

@@ -29,8 +29,8 @@ def tangent_norms(t: torch.Tensor) -> torch.Tensor:
     """Norms ``(P, B)`` of tangents ``t: (P, B, ...)`` in any memory layout, as float64.
 
     In float32 the squares of entries beyond 1e19 overflow and those below 1e-19 underflow. The
-    norms are summed in the tangents' precision (a float64 reduction of float32 tangents was 10x
-    slower) and summed again in float64 only when some norm lies outside the range where that is
+    norms are summed in the tangents' precision (a float64 reduction of float32 tangents is 9x
+    slower, benchmarks/probe_parts.py) and summed again in float64 only when some norm lies outside the range where that is
     exact to rounding.
     """
     if t.ndim == 2:

@@ -44,8 +44,8 @@ class _Op:
     Either closure may carry ``fresh = True`` (its result is newly allocated, never an alias of
     its argument) and ``inplace``: the same map written into its (first) argument, used when the
     replay owns that tensor, returning None where shapes or dtypes do not allow it. Overwriting
-    the replay's own intermediates saves megabyte-sized allocations, each paid in page faults: in
-    a profile of that change, J v for 16 resnet56 tangents through all steps went from 35 to 27 ms.
+    the replay's own intermediates saves megabyte-sized allocations, each paid in page faults: J v
+    for 16 resnet56 tangents is 1.3x faster (benchmarks/probe_parts.py).
     """
 
     __slots__ = ("ins", "out", "jvp", "vjp")
