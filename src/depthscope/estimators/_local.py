@@ -27,6 +27,9 @@ from depthscope.estimators._linearized import LinearizedChain
 from depthscope.estimators._propagate import tangent_norms
 
 SIGMA_MIN_EXACT = "exact"
+SIGMA_MIN_INVERSE_LANCZOS = "inverse-lanczos"
+SIGMA_MIN_WEYL = "weyl-lower-bound"
+
 # Matrix-free Lanczos starts from the top Ritz vector in the span of the Hutchinson probes on steps
 # up to this width, and from one probe beyond. Where 16 probes span a good share of the space the
 # Ritz start is what keeps the 1% stopping test from settling below the top (a 48-wide MLP step was
@@ -36,8 +39,6 @@ RITZ_START_MAX_DIM = 1024
 # Matrix-free steps in float32 whose ||J||_F lies outside [1/UNSCALED_MAX, UNSCALED_MAX] run Lanczos
 # on a rescaled operator: within it, J^T J (at most 1e16) is far from float32's limits.
 UNSCALED_MAX = 1e8
-SIGMA_MIN_INVERSE_LANCZOS = "inverse-lanczos"
-SIGMA_MIN_WEYL = "weyl-lower-bound"
 
 
 @dataclass
@@ -193,6 +194,102 @@ def combine(c: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
     return torch.bmm(c.to(V.dtype).unsqueeze(1), V.transpose(0, 1)).squeeze(1)
 
 
+class _StackedGram:
+    """The Gram operators of many matrix-free steps as one Lanczos problem stack.
+
+    Rows are (step, channel, example) triples, flattened, each a vector of length n_max (a step's
+    n_in entries in native order, `_layout`, then zeros). Channel 0 is J^T J; channel 1, present
+    when some step needs its identity gap, is (J - I)^T (J - I) (J^T J again for non-square steps).
+    A float32 step whose ||J||_F lies outside [1/UNSCALED_MAX, UNSCALED_MAX] runs divided by s^2, s
+    an upper bound on its operators' sigma_max (the Hutchinson ||J||_F, plus sqrt(n) for J - I), so
+    that J^T J neither overflows nor underflows (sigma_max^2 of 1e60 or 1e-60).
+    """
+
+    def __init__(self, lin: LinearizedChain, ks: list[int], square: dict[int, bool], sq_fro: dict[int, torch.Tensor]):
+        self.lin, self.ks, self.square = lin, ks, square
+        self.S, self.B = len(ks), lin.batch
+        self.C = 2 if any(square.values()) else 1
+        self.n_max = max(lin.n_in[k] for k in ks)
+        self.dtype = lin.states[ks[0]].dtype
+        self.work = torch.promote_types(self.dtype, torch.float32)  # the Lanczos vectors' precision
+        self.shape = {k: tuple(lin.states[k].shape[1:]) for k in ks}
+        self.scale = torch.ones(self.S, self.C, self.B, dtype=torch.float64)
+        self.inv_scale: dict[int, torch.Tensor] = {}  # (C, B), only for the steps that need it
+        for i, k in enumerate(ks):
+            s_k = sq_fro[k].sqrt()
+            if self.dtype == torch.float64 or bool(((s_k > 1 / UNSCALED_MAX) & (s_k < UNSCALED_MAX)).all()):
+                continue
+            self.scale[i] = torch.where(s_k > 0, s_k, torch.ones_like(s_k))
+            if square[k]:
+                self.scale[i, 1] = s_k + lin.n_in[k] ** 0.5
+            self.inv_scale[k] = (1.0 / self.scale[i]).to(self.dtype)
+
+    def _minus_identity_in_gap_channel(self, k: int, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
+        if not self.square[k]:
+            return after
+        return torch.cat([after[:1], after[1:] - before[1:]])
+
+    def _scaled(self, k: int, t: torch.Tensor) -> torch.Tensor:
+        """``t: (C, B, ...)``, in either space of step k, divided by the step's scale."""
+        if k not in self.inv_scale:
+            return t
+        return t * self.inv_scale[k].reshape(self.C, self.B, *[1] * (t.ndim - 2))
+
+    def apply(self, ks: list[int], vin: list[torch.Tensor], jv: list[torch.Tensor] | None = None):
+        """The channels' scaled operators on ``vin[j]: (C, B, *S_k)``, and their Rayleigh quotients
+        ``(C, B)`` as squared norms before the transpose (``jv`` is J v when already known)."""
+        jv = self.lin.jvp_all(ks, vin) if jv is None else jv
+        w = [self._scaled(k, self._minus_identity_in_gap_channel(k, vk, wk)) for k, vk, wk in zip(ks, vin, jv)]
+        wt = self.lin.vjp_all(ks, w)
+        z = [self._scaled(k, self._minus_identity_in_gap_channel(k, wk, zk)) for k, wk, zk in zip(ks, w, wt)]
+        # w is scaled to a safe range: its norms can be summed in its own precision.
+        return z, [tangent_norms(wk, exact_range=False).square().to(self.work) for wk in w]
+
+    def pack(self, zs: list[torch.Tensor]) -> torch.Tensor:
+        """Every step's ``(C, B, *S_k)`` into the rows ``(S * C * B, n_max)``."""
+        out = torch.zeros(self.S, self.C, self.B, self.n_max, dtype=self.work)
+        for i, zk in enumerate(zs):
+            k = self.ks[i]
+            as_native(out[i, :, :, : self.lin.n_in[k]], self.shape[k]).copy_(zk)
+        return out.reshape(-1, self.n_max)
+
+    def matvec(self, flat: torch.Tensor, rows: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """`lanczos_top_eigenvalue`'s operator: rows in increasing order; a step runs when any of
+        its rows is active, reading its rows of ``flat`` in place where all are."""
+        C, B, CB = self.C, self.B, self.C * self.B
+        idx = list(range(self.S * CB)) if rows is None else rows.tolist()
+        pos = {r: j for j, r in enumerate(idx)}
+        live = sorted({r // CB for r in idx})
+        targets, vin = [], []
+        for i in live:
+            n = self.lin.n_in[self.ks[i]]
+            js = [pos.get(i * CB + c) for c in range(CB)]
+            if None not in js and js[-1] - js[0] == CB - 1:
+                target, block = slice(js[0], js[0] + CB), flat[js[0] : js[0] + CB, :n]
+            else:  # some rows of this step have converged: they run on zeros and are discarded
+                have = [c for c, j in enumerate(js) if j is not None]
+                target = (have, [js[c] for c in have])
+                block = flat.new_zeros(CB, n)
+                block[have] = flat[target[1], :n]
+            targets.append(target)
+            vin.append(as_native(block.reshape(C, B, n).to(self.dtype), self.shape[self.ks[i]]))
+        zs, rayleigh = self.apply([self.ks[i] for i in live], vin)
+        out = flat.new_empty(len(idx), self.n_max)
+        ray = flat.new_empty(len(idx))
+        for i, target, zk, rk in zip(live, targets, zs, rayleigh):
+            k = self.ks[i]
+            n = self.lin.n_in[k]
+            if isinstance(target, tuple):
+                have, target = target
+                out[target, :n] = flatten_native(zk, len(self.shape[k])).reshape(CB, n)[have]
+                ray[target] = rk.reshape(CB)[have]
+            else:  # one pass from the result's layout into the rows
+                as_native(out[target, :n].reshape(C, B, n), self.shape[k]).copy_(zk)
+                ray[target] = rk.reshape(CB)
+            out[target, n:] = 0
+        return out, ray
+
+
 def matrix_free_stats(
     lin: LinearizedChain, ks: list[int], probes: int, generator: torch.Generator, with_min: bool = True
 ) -> dict[int, LocalStats]:
@@ -210,96 +307,16 @@ def matrix_free_stats(
     fro = {k: (sq / lin.n_in[k]).sqrt() for k, sq in sq_fro.items()}
 
     square = {k: lin.n_in[k] == lin.n_out[k] and with_min for k in ks}
-    # Channel 0 runs Lanczos on J^T J; channel 1 (only when some step needs its identity gap) on
-    # (J - I)^T (J - I). Both go through the same autograd calls.
-    C = 2 if any(square.values()) else 1
-    n_max = max(lin.n_in[k] for k in ks)
-    S = len(ks)
-    work = torch.promote_types(dtype, torch.float32)  # the Lanczos vectors' precision
-
-    def minus_identity_in_gap_channel(k: int, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
-        if not square[k]:
-            return after
-        return torch.cat([after[:1], after[1:] - before[1:]])
-
-    # A step whose Jacobian is far from unit scale runs Lanczos on its operators divided by s^2,
-    # s an upper bound on their sigma_max (the Hutchinson ||J||_F, plus sqrt(n) for J - I), so that
-    # J^T J neither overflows nor underflows in float32 (sigma_max^2 of 1e60 or 1e-60).
-    scale = torch.ones(S, C, B, dtype=torch.float64)
-    inv_scale: dict[int, torch.Tensor] = {}  # (C, B), only for the steps that need it
-    for i, k in enumerate(ks):
-        s_k = sq_fro[k].sqrt()
-        if dtype == torch.float64 or bool(((s_k > 1 / UNSCALED_MAX) & (s_k < UNSCALED_MAX)).all()):
-            continue
-        scale[i] = torch.where(s_k > 0, s_k, torch.ones_like(s_k))
-        if square[k]:
-            scale[i, 1] = s_k + lin.n_in[k] ** 0.5
-        inv_scale[k] = (1.0 / scale[i]).to(dtype)
-
-    def scaled(k: int, t: torch.Tensor) -> torch.Tensor:  # t: (C, B, ...) of either space of step k
-        if k not in inv_scale:
-            return t
-        return t * inv_scale[k].reshape(C, B, *[1] * (t.ndim - 2))
-
-    def gram(live_ks: list[int], vin: list[torch.Tensor], jv: list[torch.Tensor] | None = None):
-        """The channels' scaled operators on ``vin[j]: (C, B, *S_k)``, and their Rayleigh quotients
-        ``(C, B)`` as squared norms before the transpose (``jv`` is J v when already known)."""
-        jv = lin.jvp_all(live_ks, vin) if jv is None else jv
-        w = [scaled(k, minus_identity_in_gap_channel(k, vk, wk)) for k, vk, wk in zip(live_ks, vin, jv)]
-        z = [scaled(k, minus_identity_in_gap_channel(k, wk, zk)) for k, wk, zk in zip(live_ks, w, lin.vjp_all(live_ks, w))]
-        # w is scaled to a safe range: its squared norms can be summed in its own precision.
-        return z, [(wk.square() if wk.ndim == 2 else torch.linalg.vector_norm(wk, dim=tuple(range(2, wk.ndim))).square()).to(work)
-                   for wk in w]
-
-    def pack(zs: list[torch.Tensor], live: list[int]) -> torch.Tensor:
-        out = torch.zeros(S, C, B, n_max, dtype=work)
-        for i, zk in zip(live, zs):
-            as_native(out[i, :, :, : lin.n_in[ks[i]]], shape[ks[i]]).copy_(zk)
-        return out.reshape(S * C * B, n_max)
-
-    CB = C * B
-
-    def matvec(flat: torch.Tensor, rows: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        # Rows are (step, channel, example) triples flattened, in increasing order; a step runs when
-        # any of its rows is active, reading its rows of ``flat`` in place where all are.
-        idx = list(range(S * CB)) if rows is None else rows.tolist()
-        pos = {r: j for j, r in enumerate(idx)}
-        live = sorted({r // CB for r in idx})
-        targets, vin = [], []
-        for i in live:
-            n = lin.n_in[ks[i]]
-            js = [pos.get(i * CB + c) for c in range(CB)]
-            if None not in js and js[-1] - js[0] == CB - 1:
-                target, block = slice(js[0], js[0] + CB), flat[js[0] : js[0] + CB, :n]
-            else:  # some rows of this step have converged: they run on zeros and are discarded
-                have = [c for c, j in enumerate(js) if j is not None]
-                target = (have, [js[c] for c in have])
-                block = flat.new_zeros(CB, n)
-                block[have] = flat[target[1], :n]
-            targets.append(target)
-            vin.append(as_native(block.reshape(C, B, n).to(dtype), shape[ks[i]]))
-        zs, rayleigh = gram([ks[i] for i in live], vin)
-        out = flat.new_empty(len(idx), n_max)
-        ray = flat.new_empty(len(idx))
-        for i, target, zk, rk in zip(live, targets, zs, rayleigh):
-            n = lin.n_in[ks[i]]
-            if isinstance(target, tuple):
-                have, target = target
-                out[target, :n] = flatten_native(zk, len(shape[ks[i]])).reshape(CB, n)[have]
-                ray[target] = rk.reshape(CB)[have]
-            else:  # one pass from the result's layout into the rows
-                as_native(out[target, :n].reshape(C, B, n), shape[ks[i]]).copy_(zk)
-                ray[target] = rk.reshape(CB)
-            out[target, n:] = 0
-        return out, ray
+    op = _StackedGram(lin, ks, square, sq_fro)
+    C, work = op.C, op.work
 
     # Lanczos starts from a direction in the span of the Hutchinson probes whose image J v0 is a
     # combination of the probes' images, so the first iteration costs one J^T u: on steps up to
     # RITZ_START_MAX_DIM wide the best such direction (Rayleigh-Ritz on the products already
-    # computed), beyond it the first probe. The vectors are kept in the model's
-    # precision and run the three-term recurrence without reorthogonalisation: at the 1% residual
-    # where the tests stop, orthogonality is still near rounding level, and reorthogonalising
-    # against 16k-long bases cost more than the products.
+    # computed), beyond it the first probe. The vectors are kept in the model's precision and run
+    # the three-term recurrence without reorthogonalisation: at the 1% residual where the tests
+    # stop, orthogonality is still near rounding level, and reorthogonalising against 16k-long
+    # bases cost more than the products.
     starts, images = [], []
     for k, v, o in zip(ks, flat_vs, outs):
         if lin.n_in[k] > RITZ_START_MAX_DIM:  # the first probe, whose image is known too
@@ -313,10 +330,9 @@ def matrix_free_stats(
             cs.append(ritz_coefficients(V, JV - V) if square[k] else cs[0])
         starts.append(as_native(torch.stack([combine(c, V) for c in cs]).to(dtype), shape[k]))
         images.append(as_native(torch.stack([combine(c, JV) for c in cs]).to(dtype), tuple(lin.states[k + 1].shape[1:])))
-    v0 = pack(starts, list(range(S)))
-    av0 = pack(gram(ks, starts, images)[0], list(range(S)))
-    top = lanczos_top_eigenvalue(matvec, v0, av0=av0, drop_converged=True, reorthogonalize=False).value
-    top = top.double().reshape(S, C, B).sqrt() * scale
+    v0, av0 = op.pack(starts), op.pack(op.apply(ks, starts, images)[0])
+    top = lanczos_top_eigenvalue(op.matvec, v0, av0=av0, drop_converged=True, reorthogonalize=False).value
+    top = top.double().reshape(op.S, C, B).sqrt() * op.scale
     result = {}
     for i, k in enumerate(ks):
         smax = top[i, 0]

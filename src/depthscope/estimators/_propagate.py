@@ -25,8 +25,9 @@ def _normalise(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return unit, torch.log(norms)  # log 0 = -inf marks a vector annihilated exactly
 
 
-def tangent_norms(t: torch.Tensor) -> torch.Tensor:
-    """Norms ``(P, B)`` of tangents ``t: (P, B, ...)`` in any memory layout, as float64.
+def tangent_norms(t: torch.Tensor, exact_range: bool = True) -> torch.Tensor:
+    """Norms ``(P, B)`` of tangents ``t: (P, B, ...)`` in any memory layout, as float64
+    (``exact_range=False``: in t's precision, for tangents known to be far from its limits).
 
     In float32 the squares of entries beyond 1e19 overflow and those below 1e-19 underflow. The
     norms are summed in the tangents' precision (a float64 reduction of float32 tangents is 9x
@@ -34,9 +35,11 @@ def tangent_norms(t: torch.Tensor) -> torch.Tensor:
     exact to rounding.
     """
     if t.ndim == 2:
-        return t.abs().double()
+        return t.abs().double() if exact_range else t.abs()
     dims = tuple(range(2, t.ndim))
     norms = torch.linalg.vector_norm(t, dim=dims)
+    if not exact_range:
+        return norms
     if t.dtype != torch.float64:
         info = torch.finfo(t.dtype)
         n = t[0, 0].numel()
