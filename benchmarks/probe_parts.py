@@ -5,6 +5,8 @@
 * Lanczos inner products <q, w> of a stack of vectors: ``torch.linalg.vecdot`` against a batched
   ``bmm``.
 * Tangent norms of float32 tangents: summed in float32 against summed in float64.
+* J^T u of a stride-1 convolution: the convolution with the flipped kernel against
+  ``convolution_backward``.
 * Tape replay of 16 tangents through resnet56: overwriting the intermediates the replay owns
   (masks, scales, sums in place) against allocating every result.
 
@@ -65,6 +67,16 @@ def main() -> None:
     line(f"norms of {PROBES} float32 tangents {STATE}", "float32 sums",
          median_ms(lambda: torch.linalg.vector_norm(t, dim=dims), args.repeats), "float64 sums",
          median_ms(lambda: torch.linalg.vector_norm(t, dim=dims, dtype=torch.float64), args.repeats))
+
+    for c, hw in ((16, 32), (32, 16), (64, 8)):  # resnet56's three stages, one tangent
+        w = torch.randn(c, c, 3, 3, generator=gen).contiguous(memory_format=torch.channels_last)
+        u = torch.randn(1, c, hw, hw, generator=gen).contiguous(memory_format=torch.channels_last)
+        like = torch.empty_like(u)
+        flipped = w.flip(2, 3).transpose(0, 1).contiguous(memory_format=torch.channels_last)
+        line(f"J^T u of a 3x3 convolution, {c} channels {hw}x{hw}", "flipped-kernel convolution",
+             median_ms(lambda: torch.conv2d(u, flipped, None, 1, 1), args.repeats * 10),
+             "convolution_backward", median_ms(lambda: torch.ops.aten.convolution_backward(
+                 u, like, w, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1, [True, False, False]), args.repeats * 10))
 
     torch.manual_seed(0)
     model = ds.create_model("resnet56").eval()

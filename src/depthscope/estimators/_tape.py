@@ -220,14 +220,29 @@ def _conv_pair(func, weight, padding, stride, dilation, groups, in_shape):
         y = func(v.flatten(0, 1).contiguous(memory_format=fmt), weight, None, stride, padding, dilation, groups)
         return y.unflatten(0, v.shape[:2])
 
-    def vjp(u):
-        P = u.shape[0]
-        like = torch.empty((P * in_shape[0], *in_shape[1:]), dtype=u.dtype, memory_format=fmt)
-        g = torch.ops.aten.convolution_backward(
-            u.flatten(0, 1).contiguous(memory_format=fmt), like, weight, None, stride, padding, dilation,
-            False, [0] * d, groups, [True, False, False],
-        )[0]
-        return [g.unflatten(0, (P, in_shape[0]))]
+    if all(st == 1 for st in stride) and all(dl * (k - 1) >= p for dl, k, p in zip(dilation, weight.shape[2:], padding)):
+        # A stride-1 convolution's transpose is the convolution with the kernel flipped and its
+        # channel axes swapped (per group), padded by dilation (k - 1) - padding: one forward
+        # convolution, 1.0-1.3x faster than convolution_backward on one tangent
+        # (benchmarks/probe_parts.py).
+        g_out = weight.shape[0] // groups
+        flipped = weight.flip(tuple(range(2, weight.ndim))).unflatten(0, (groups, g_out)).transpose(1, 2)
+        flipped = flipped.flatten(0, 1).contiguous(memory_format=fmt)
+        pad_t = [dl * (k - 1) - p for dl, k, p in zip(dilation, weight.shape[2:], padding)]
+
+        def vjp(u):
+            g = func(u.flatten(0, 1).contiguous(memory_format=fmt), flipped, None, 1, pad_t, dilation, groups)
+            return [g.unflatten(0, u.shape[:2])]
+    else:
+
+        def vjp(u):
+            P = u.shape[0]
+            like = torch.empty((P * in_shape[0], *in_shape[1:]), dtype=u.dtype, memory_format=fmt)
+            g = torch.ops.aten.convolution_backward(
+                u.flatten(0, 1).contiguous(memory_format=fmt), like, weight, None, stride, padding, dilation,
+                False, [0] * d, groups, [True, False, False],
+            )[0]
+            return [g.unflatten(0, (P, in_shape[0]))]
 
     def rescale(scale: Tensor):
         w = weight * scale.reshape(-1, *([1] * (weight.ndim - 1)))
