@@ -125,8 +125,9 @@ def benettin_step(z: torch.Tensor, keep: int, with_r: bool = False):
     Qm, R = torch.linalg.qr(mat if with_r else mat[..., :keep])
     Qm, R = Qm[..., :keep], R[:, :keep]
     diag = torch.diagonal(R, dim1=-2, dim2=-1)  # (B, keep)
-    signs = torch.where(diag < 0, -torch.ones_like(diag), torch.ones_like(diag))
-    new = as_native((Qm * signs.unsqueeze(1)).permute(2, 0, 1).contiguous(), shape)  # (keep, B, *S)
+    # Q and R are used as LAPACK returns them: a sign flip of a direction changes no norm, no
+    # exponent (log |R_ii|) and no product of the triangular factors, and would cost a pass over Q.
+    new = as_native(Qm.permute(2, 0, 1).contiguous(), shape)  # (keep, B, *S); a view when B = 1
     if with_r:
-        return new, torch.log(diag.abs()).T, R * signs.unsqueeze(2)
+        return new, torch.log(diag.abs()).T, R
     return new, torch.log(diag.abs()).T
