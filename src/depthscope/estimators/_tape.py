@@ -225,13 +225,14 @@ def _conv_pair(func, weight, padding, stride, dilation, groups, in_shape):
         # channel axes swapped (per group), padded by dilation (k - 1) - padding: one forward
         # convolution, 1.0-1.3x faster than convolution_backward on one tangent
         # (benchmarks/probe_parts.py).
-        g_out = weight.shape[0] // groups
-        flipped = weight.flip(tuple(range(2, weight.ndim))).unflatten(0, (groups, g_out)).transpose(1, 2)
-        flipped = flipped.flatten(0, 1).contiguous(memory_format=fmt)
         pad_t = [dl * (k - 1) - p for dl, k, p in zip(dilation, weight.shape[2:], padding)]
+        flipped: list[Tensor] = []  # built at the first use: a conv -> BN pair is rebuilt by `rescale`
 
         def vjp(u):
-            g = func(u.flatten(0, 1).contiguous(memory_format=fmt), flipped, None, 1, pad_t, dilation, groups)
+            if not flipped:
+                f = weight.flip(tuple(range(2, weight.ndim))).unflatten(0, (groups, weight.shape[0] // groups))
+                flipped.append(f.transpose(1, 2).flatten(0, 1).contiguous(memory_format=fmt))
+            g = func(u.flatten(0, 1).contiguous(memory_format=fmt), flipped[0], None, 1, pad_t, dilation, groups)
             return [g.unflatten(0, u.shape[:2])]
     else:
 
