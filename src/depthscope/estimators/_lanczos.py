@@ -85,7 +85,8 @@ def lanczos_top_eigenvalue(
     tiny = torch.finfo(dtype).tiny
     max_iter = max(1, min(max_iter, N))
     norm0 = v0.norm(dim=1, keepdim=True)
-    q = torch.where(norm0 > 0, v0 / norm0.clamp_min(tiny), torch.zeros_like(v0))
+    inv0 = torch.where(norm0 > 0, 1.0 / norm0.clamp_min(tiny), torch.zeros_like(norm0))  # zero rows stay zero
+    q = v0 * inv0
 
     value = torch.zeros(M, dtype=dtype)
     residual = torch.full((M,), float("inf"), dtype=dtype)
@@ -105,7 +106,7 @@ def lanczos_top_eigenvalue(
     for it in range(1, max_iter + 1):
         a = None
         if it == 1 and av0 is not None:
-            w = torch.where(norm0 > 0, av0.to(dtype) / norm0.clamp_min(tiny), torch.zeros_like(q))
+            w = av0.to(dtype) * inv0
         else:
             w = matvec(q, None if len(rows) == M else rows)
             if isinstance(w, tuple):
