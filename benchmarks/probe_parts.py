@@ -16,8 +16,6 @@ Usage: python benchmarks/probe_parts.py [--repeats 50]   (one thread, medians, C
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 
@@ -26,19 +24,15 @@ from depthscope.estimators._layout import as_native
 from depthscope.estimators._linearized import LinearizedChain
 from depthscope.estimators._local import rademacher
 
+from _timing import median_time  # benchmarks/_timing.py
+
 # resnet56 sizes: 16 probes of a 16 x 32 x 32 state; 29 Lanczos problems of 16384 entries.
 PROBES, STATE = 16, (16, 32, 32)
 PROBLEMS, LENGTH = 29, 16384
 
 
 def median_ms(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.process_time()
-        fn()
-        times.append(time.process_time() - t0)
-    return statistics.median(times) * 1e3
+    return median_time(fn, repeats) * 1e3
 
 
 def line(what: str, ours: str, t_ours: float, theirs: str, t_theirs: float) -> None:

@@ -22,15 +22,7 @@ import torch
 
 import depthscope as ds
 
-
-def median_time(fn, repeats: int, clock=time.perf_counter) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = clock()
-        fn()
-        times.append(clock() - t0)
-    return statistics.median(times)
+from _timing import median_time  # benchmarks/_timing.py
 
 
 # Forward+backward passes timed per round: their median is the round's unit.

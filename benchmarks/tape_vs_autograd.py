@@ -12,8 +12,6 @@ Usage: python benchmarks/tape_vs_autograd.py [--model resnet56] [--repeats 5] [-
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from unittest import mock
 
 import torch
@@ -22,15 +20,7 @@ import torch.nn.functional as F
 import depthscope as ds
 from depthscope.estimators._linearized import LinearizedChain
 
-
-def median_time(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.process_time()
-        fn()
-        times.append(time.process_time() - t0)
-    return statistics.median(times)
+from _timing import median_time  # benchmarks/_timing.py
 
 
 def build(chain, x, tape: bool) -> LinearizedChain:
