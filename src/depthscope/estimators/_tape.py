@@ -45,7 +45,7 @@ class _Op:
     its argument) and ``inplace``: the same map written into its (first) argument, used when the
     replay owns that tensor, returning None where shapes or dtypes do not allow it. Overwriting
     the replay's own intermediates saves megabyte-sized allocations, each paid in page faults: J v
-    for 16 resnet56 tangents is 1.3x faster (benchmarks/probe_parts.py).
+    for 16 resnet56 tangents is 1.3-1.5x faster (benchmarks/probe_parts.py).
     """
 
     __slots__ = ("ins", "out", "jvp", "vjp")
