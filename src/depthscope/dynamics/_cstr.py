@@ -20,6 +20,7 @@ import numpy as np
 import scipy.optimize
 import torch
 
+from depthscope import _linalg
 from depthscope._errors import InputError
 
 # A root of the steady-state equations is accepted when max |dx/dt| is below this (float64 Newton
@@ -193,7 +194,7 @@ def newton_roots(reactor: CSTR, starts: np.ndarray) -> np.ndarray:
             if bool(((f_norm < STEADY_RESIDUAL_TOL * STEADY_SAFETY) | torch.isnan(f_norm)).all()):
                 break
             J = _batch_jacobian(reactor.rhs, x)
-            dx, info = torch.linalg.solve_ex(J, -f.unsqueeze(-1), check_errors=False)
+            dx, info = _linalg.solve_ex(J, -f.unsqueeze(-1))
             dx = torch.where((info != 0).unsqueeze(-1), nan, dx.squeeze(-1))
             alpha = torch.ones(len(x), dtype=x.dtype)
             for _ in range(STEADY_MAX_HALVINGS):

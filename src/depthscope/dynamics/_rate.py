@@ -24,6 +24,7 @@ import math
 
 import torch
 
+from depthscope import _linalg
 from depthscope.chain._chain import Chain
 
 
@@ -78,4 +79,4 @@ def rate_step_log_det(J, dt: float, h: torch.Tensor) -> torch.Tensor:
     N = J.shape[0]
     d = 1.0 - torch.tanh(h.to(torch.float64)) ** 2  # (B, N)
     M = (1.0 - dt) * torch.eye(N, dtype=torch.float64) + dt * J * d.unsqueeze(1)  # J diag(d), (B, N, N)
-    return torch.linalg.slogdet(M).logabsdet
+    return _linalg.slogdet(M)[1]

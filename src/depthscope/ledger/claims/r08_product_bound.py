@@ -7,6 +7,7 @@ from typing import Any, Mapping
 
 import torch
 
+from depthscope import _linalg
 from depthscope.ledger._experiment import Experiment, Judgement, confirmed, refuted, register_experiment
 
 # Log-domain slack: L renormalised float64 products carry a relative error of ~L * 1e-16.
@@ -43,7 +44,7 @@ def _log_extreme_singular_values(factors, checkpoints) -> list[tuple[float, floa
     out, p, q, log_p, log_q = [], None, None, 0.0, 0.0
     for k, a in enumerate(factors, 1):
         p = a if p is None else a @ p
-        q = torch.linalg.inv(a) if q is None else q @ torch.linalg.inv(a)
+        q = _linalg.inv(a) if q is None else q @ _linalg.inv(a)
         cp, cq = p.abs().max(), q.abs().max()
         p, q = p / cp, q / cq
         log_p, log_q = log_p + math.log(cp), log_q + math.log(cq)
