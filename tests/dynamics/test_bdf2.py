@@ -7,7 +7,13 @@ import pytest
 import scipy.integrate
 import torch
 
-from depthscope.dynamics._bdf2 import BETA0, GAMMA, newton_matrix, rescale_differences
+from depthscope.dynamics._bdf2 import (
+    BETA0,
+    GAMMA,
+    newton_matrix,
+    rescale_differences,
+    tolerances_for_local,
+)
 from depthscope.dynamics._cstr import gray_scott_batch
 from depthscope.dynamics.solvers import (
     HIRES,
@@ -25,9 +31,10 @@ from depthscope.dynamics.solvers import (
 SCIPY_ORDER2 = {"ROBER": (7516, 1.2e-2), "HIRES": (4120, 1.4e-4)}
 # The target: reach SciPy's error with at most this multiple of its evaluations.
 EVAL_BUDGET = 1.5
-# Our tolerances as a fraction of SciPy's (rtol and atol alike): the loosest on the benchmark's grid
-# 10^(-j/8) that matches SciPy's error (benchmarks/bdf2_vs_scipy.py picks them the same way).
-MATCHED_TOL_FACTOR = {"ROBER": 10 ** (-1 / 8), "HIRES": 10 ** (-3 / 8)}
+# Our tolerances as a multiple of SciPy's (rtol and atol alike): the loosest on the benchmark's grid
+# 10^(j/8) that matches SciPy's error (benchmarks/bdf2_vs_scipy.py picks them the same way). Above 1
+# because our rtol asks for global accuracy: each step's test is ~100x tighter than the rtol given.
+MATCHED_TOL_FACTOR = {"ROBER": 10 ** (22 / 8), "HIRES": 10 ** (14 / 8)}
 # Tolerance for comparing a batched solve with the same systems solved one at a time: the batch
 # factorises by inverse rather than LU, so roundoff differs and step decisions may drift slightly.
 BATCH_MATCH_RTOL = 1e-4
@@ -126,11 +133,13 @@ def test_vdpol_and_orego_reach_reference_at_loose_tolerance():
 
 
 def test_explicit_rk45_needs_steps_proportional_to_time_implicit_does_not():
-    """J7: on ROBER the explicit method is held to h ~ 1/|lambda_max| forever; BDF-2 is not."""
+    """J7: on ROBER the explicit method is held to h ~ 1/|lambda_max| forever; BDF-2 is not. Both
+    step controllers apply the same per-step test (RK45's rtol is per step, ours is global)."""
+    rtol, atol = tolerances_for_local(1e-4, np.asarray(ROBER.atol))
     counts = {}
     for t_end in (1.0, 10.0):
         rk = scipy.integrate.solve_ivp(ROBER.fun, (0, t_end), ROBER.y0, method="RK45", rtol=1e-4, atol=ROBER.atol)
-        bdf = solve_ivp(ROBER.fun, (0, t_end), ROBER.y0, rtol=1e-4, atol=ROBER.atol, jac=ROBER.jac)
+        bdf = solve_ivp(ROBER.fun, (0, t_end), ROBER.y0, rtol=rtol, atol=atol, jac=ROBER.jac)
         assert bdf.success and rk.success
         np.testing.assert_allclose(bdf.y[:, -1], rk.y[:, -1], rtol=1e-3, atol=1e-8)
         counts[t_end] = (rk.nfev, bdf.nfev)

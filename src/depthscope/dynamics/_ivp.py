@@ -43,7 +43,8 @@ class OdeResult:
         nfev: calls of ``fun`` (finite-difference Jacobians included).
         njev: Jacobian evaluations; nlu: Newton-matrix factorisations.
         nsteps: accepted steps; nrejected: rejected attempts (error test or Newton failure).
-        jac_source: ``"user"``, ``"autograd"`` or ``"finite-difference"``.
+        jac_source: ``"user"``, ``"autograd"`` or ``"finite-difference"`` (also when autograd
+            failed mid-run; the message then says where).
     """
 
     t: np.ndarray
@@ -183,6 +184,30 @@ def _fd_jac(fun: _BatchFun):
     return call
 
 
+class _AutogradThenFD:
+    """Autograd Jacobians that switch to finite differences for the rest of the run when autograd
+    fails mid-run (a numpy branch of ``fun`` reached only later, say), instead of raising torch's
+    error. ``fell_back`` says when and why, for the result's message."""
+
+    def __init__(self, autograd: Callable, fd: Callable):
+        self.autograd, self.fd, self.fell_back = autograd, fd, None
+
+    def __call__(self, t: np.ndarray, Y: np.ndarray) -> np.ndarray:
+        if self.fell_back is None:
+            try:
+                with warnings.catch_warnings():  # a numpy branch may warn on tensors before it fails
+                    warnings.simplefilter("ignore")
+                    return self.autograd(t, Y)
+            except InputError:
+                raise
+            except Exception as err:  # noqa: BLE001 - any failure of torch tracing: differences instead
+                self.fell_back = (
+                    f"autograd failed on fun at t = {float(np.min(t)):.6g} ({type(err).__name__}: {err}); "
+                    "Jacobians by finite differences from there"
+                )
+        return self.fd(t, Y)
+
+
 def _choose_fun_mode(fun: Callable, args: tuple, batched: bool, t0: float, y0: np.ndarray) -> bool:
     """True when ``fun`` must be called with torch tensors (numpy input fails or returns a tensor)."""
     t_arg = np.full(len(y0), t0) if batched else t0
@@ -215,41 +240,70 @@ def _try_autograd(fun: Callable, args: tuple, batched: bool, shape, t0: float, y
 
 
 # -- validation ------------------------------------------------------------------------------
+def _real_array(name: str, value: Any, expected: str) -> np.ndarray:
+    """``value`` as a float64 array, or an InputError naming ``name`` and the ``expected`` form
+    (complex, text and other non-real input included)."""
+    try:
+        arr = np.asarray(value.detach().cpu() if isinstance(value, torch.Tensor) else value)
+    except (TypeError, ValueError) as err:
+        raise InputError(f"{name} must be {expected}; got {value!r} ({err})") from err
+    if arr.dtype.kind == "c":
+        raise InputError(f"{name} is complex; expected {expected} (write a complex system as 2n real states: "
+                         "real and imaginary parts)")
+    if arr.dtype.kind not in "biuf":
+        raise InputError(f"{name} must be {expected}; got {value!r} (dtype {arr.dtype})")
+    return arr.astype(np.float64)
+
+
+def _real_scalar(name: str, value: Any) -> float:
+    arr = _real_array(name, value, "a real number")
+    if arr.ndim != 0:
+        raise InputError(f"{name} must be a real number (a scalar); got shape {arr.shape}")
+    return float(arr)
+
+
 def _check_inputs(t_span, y0, batched, rtol, atol, max_step, first_step, t_eval, method):
     if method not in METHODS:
         raise InputError(f"method {method!r} is not known; choose one of {METHODS}")
-    if len(t_span) != 2:
-        raise InputError(f"t_span must be (t0, t_end); got {t_span!r}")
-    t0, t_end = float(t_span[0]), float(t_span[1])
+    span = _real_array("t_span", t_span, "a pair (t0, t_end) of real numbers")
+    if span.shape != (2,):
+        raise InputError(f"t_span must be a pair (t0, t_end), shape (2,); got {t_span!r} (shape {span.shape})")
+    t0, t_end = float(span[0]), float(span[1])
     if not (np.isfinite(t0) and np.isfinite(t_end)):
         raise InputError(f"t_span must be finite; got {t_span!r}")
     if not t_end > t0:
         raise InputError(f"t_span must run forward with t_end > t0; got ({t0}, {t_end})")
-    y0 = np.array(y0, dtype=np.float64)
-    want_ndim = 2 if batched else 1
-    if y0.ndim != want_ndim or y0.size == 0:
-        layout = "(M, n): M systems of n states" if batched else "(n,); pass batched=True for (M, n)"
+    layout = "(M, n): M systems of n states" if batched else "(n,); pass batched=True for (M, n)"
+    y0 = _real_array("y0", y0, f"real numbers of shape {layout}")
+    if y0.ndim != (2 if batched else 1) or y0.size == 0:
         raise InputError(f"y0 has shape {y0.shape}; expected {layout}")
     if not np.isfinite(y0).all():
         raise InputError("y0 contains NaN or Inf")
     y0 = y0 if batched else y0[None, :]
     n = y0.shape[1]
+    rtol = _real_scalar("rtol", rtol)
     if not (np.isfinite(rtol) and rtol >= MIN_RTOL):
         raise InputError(f"rtol must be a finite number >= {MIN_RTOL:.3g}; got {rtol}")
-    atol = np.broadcast_to(np.asarray(atol, dtype=np.float64), (n,)).copy() if np.ndim(atol) <= 1 else None
-    if atol is None or not (np.isfinite(atol).all() and (atol > 0).all()):
-        raise InputError("atol must be a positive scalar or a positive array of shape (n,)")
+    atol = _real_array("atol", atol, f"a positive scalar or a positive array of shape ({n},)")
+    if atol.ndim > 1 or (atol.ndim == 1 and atol.shape != (n,)):
+        raise InputError(f"atol has shape {atol.shape}; expected a scalar or shape ({n},), one per component of y")
+    atol = np.broadcast_to(atol, (n,)).copy()
+    if not (np.isfinite(atol).all() and (atol > 0).all()):
+        raise InputError(f"atol must be a positive scalar or a positive array of shape ({n},); got {atol}")
+    max_step = _real_scalar("max_step", max_step)
     if not max_step > 0:
         raise InputError(f"max_step must be positive; got {max_step}")
-    if first_step is not None and not (0 < first_step <= t_end - t0):
-        raise InputError(f"first_step must lie in (0, t_end - t0]; got {first_step}")
+    if first_step is not None:
+        first_step = _real_scalar("first_step", first_step)
+        if not 0 < first_step <= t_end - t0:
+            raise InputError(f"first_step must lie in (0, t_end - t0]; got {first_step}")
     if t_eval is not None:
-        t_eval = np.asarray(t_eval, dtype=np.float64)
+        t_eval = _real_array("t_eval", t_eval, "a sorted 1-D array of times")
         if t_eval.ndim != 1 or np.any(np.diff(t_eval) < 0):
             raise InputError("t_eval must be a sorted 1-D array")
         if t_eval.size and (t_eval[0] < t0 or t_eval[-1] > t_end):
             raise InputError(f"t_eval must lie within t_span [{t0}, {t_end}]")
-    return t0, t_end, y0, float(rtol), atol, t_eval
+    return t0, t_end, y0, rtol, atol, max_step, first_step, t_eval
 
 
 def solve_ivp(
@@ -276,10 +330,13 @@ def solve_ivp(
         t_span: ``(t0, t_end)`` with ``t_end > t0``.
         y0: (n,) or, batched, (M, n) initial states; finite.
         method: ``"BDF2"``.
-        rtol, atol: error tolerances; each step keeps ``rms(err / (atol + rtol |y|)) <= 1``.
-            atol is a scalar or (n,).
+        rtol, atol: error tolerances for the solution, not for one step: each step keeps
+            ``rms(err / (atol + rtol |y|)) <= local_tolerance_factor(rtol)`` (sqrt(rtol), at least
+            0.01), which holds the global relative error to a few rtol per time constant of the
+            solution (SciPy's rtol bounds one step's error). atol is a scalar or (n,).
         jac: ``jac(t, y, *args)`` -> (n, n) (batched: (M, n, n)). Default: autograd
-            (``torch.func.jacfwd``) if ``fun`` works on torch tensors, else finite differences.
+            (``torch.func.jacfwd``) if ``fun`` works on torch tensors, else finite differences; autograd
+            that fails later in the run (a numpy branch of ``fun``) hands over to finite differences.
         first_step, max_step: initial step (default: chosen from f) and step cap.
         t_eval: sorted times for the output (dense output of the BDF interpolant). Default: every
             accepted step (unbatched) or ``[t0, t_end]`` (batched).
@@ -287,13 +344,17 @@ def solve_ivp(
         max_steps: accepted steps (per system) before giving up; default unlimited.
 
     Returns:
-        `OdeResult` (unbatched) or `BatchOdeResult`. A failure (step size below what floating
-        point resolves, max_steps) gives ``success == False`` and a message, never a silent answer.
+        `OdeResult` (unbatched) or `BatchOdeResult`. A failure (``fun`` NaN or Inf on every step
+        tried, a Jacobian that is not finite, step size below what floating point resolves,
+        max_steps) gives ``success == False`` and a message naming t (and the components or
+        Jacobian entries at fault), never a silent answer or a raw exception from the solver.
 
     Raises:
-        InputError (a ValueError): malformed input, or ``fun``/``jac`` returning the wrong shape.
+        InputError (a ValueError): malformed input (naming the argument and the shape or type
+        expected: a t_span that is not a pair, complex y0, atol of the wrong length, ...), or
+        ``fun``/``jac`` returning the wrong shape.
     """
-    t0, t_end, y0, rtol, atol, t_eval_arr = _check_inputs(
+    t0, t_end, y0, rtol, atol, max_step, first_step, t_eval_arr = _check_inputs(
         t_span, y0, batched, rtol, atol, max_step, first_step, t_eval, method
     )
     shape = y0.shape
@@ -308,6 +369,8 @@ def solve_ivp(
         jac_b, source = _try_autograd(fun, args, batched, shape, t0, y0), JAC_AUTOGRAD
         if jac_b is None:
             jac_b, source = _fd_jac(fun_b), JAC_FD
+        else:
+            jac_b = _AutogradThenFD(jac_b, _fd_jac(fun_b))
 
     if batched and t_eval_arr is None:
         t_eval_arr = np.array([t0, t_end])
@@ -318,15 +381,21 @@ def solve_ivp(
     )
     out = core.run()
     nfev = out.nfev + fun_b.extra_calls
+    messages = list(out.messages)
+    if isinstance(jac_b, _AutogradThenFD) and jac_b.fell_back is not None:
+        source = JAC_FD
+        messages = [f"{m} ({jac_b.fell_back})" for m in messages]
+    if source == JAC_FD:  # a non-finite difference quotient means fun failed near y
+        messages = [m + " (finite differences of fun)" if "Jacobian is not finite" in m else m for m in messages]
 
     if batched:
         n_ok = int(np.sum(out.status == 0))
         summary = f"{n_ok} of {shape[0]} systems reached t = {t_end:g}"
         failed = np.flatnonzero(out.status != 0)
         if len(failed):
-            summary += f"; first failure (system {failed[0]}): {out.messages[failed[0]]}"
+            summary += f"; first failure (system {failed[0]}): {messages[failed[0]]}"
         return BatchOdeResult(
-            t=t_eval_arr, y=out.y_eval, status=out.status, messages=tuple(out.messages), message=summary,
+            t=t_eval_arr, y=out.y_eval, status=out.status, messages=tuple(messages), message=summary,
             nfev=nfev, njev=out.njev, nlu=out.nlu, nsteps=out.nsteps, nrejected=out.nrejected,
             jac_source=source,
         )
@@ -336,7 +405,7 @@ def solve_ivp(
         reached = int(np.sum(t_eval_arr <= out.t_final[0]))
         t_out, y_out = t_eval_arr[:reached], out.y_eval[0][:, :reached]
     return OdeResult(
-        t=t_out, y=y_out, status=int(out.status[0]), message=out.messages[0], nfev=nfev,
+        t=t_out, y=y_out, status=int(out.status[0]), message=messages[0], nfev=nfev,
         njev=out.njev, nlu=out.nlu, nsteps=int(out.nsteps[0]), nrejected=int(out.nrejected[0]),
         jac_source=source,
     )

@@ -1,4 +1,5 @@
-"""Stiff test problems of the IVP test set (Hairer & Wanner; Mazzia & Magherini, Bari test set).
+"""Stiff test problems of the IVP test set (Hairer & Wanner; Mazzia & Magherini, Bari test set), and
+problems with closed-form solutions for checking that global errors follow the tolerance.
 
 Each problem carries its right-hand side, its analytic Jacobian, the interval, and the published
 reference solution at the final time (the constants are those of the test set reports; the code
@@ -183,3 +184,76 @@ OREGO = StiffProblem(
 )
 
 STIFF_PROBLEMS: dict[str, StiffProblem] = {p.name: p for p in (ROBER, VDPOL, HIRES, OREGO)}
+
+
+# -- closed-form problems (tolerance checks: the global error against the exact solution) --------
+# Stiff rate of the scalar and Prothero-Robinson problems: 1e4 times the slow scale of their solutions.
+CLOSED_FORM_STIFF_RATE = -1.0e4
+# Rates of the linear system's modes: one slow, two fast (stiffness ratio 1000).
+LINEAR_SYSTEM_RATES = np.array([-1.0, -30.0, -1000.0])
+
+
+@dataclass(frozen=True)
+class ClosedFormProblem:
+    """A test problem whose exact solution is known at every t.
+
+    Attributes:
+        name: short label.
+        fun: ``fun(t, y)`` with y (n,) -> (n,) numpy; jac: ``jac(t, y)`` -> (n, n).
+        y0: (n,) initial state; t_span: (t0, t_end).
+        exact: ``exact(t)`` with t (T,) -> (n, T), the solution.
+        condition: how many times one step's relative error the exact flow can accumulate over the
+            interval: the number of time constants for decay (relative errors of e^{-t} add up),
+            1 / (1 - t_end) for y = 1 / (1 - t) (the growth of a relative perturbation made at t = 0),
+            1 where the stiff part damps every error. Global errors are judged per unit of it.
+    """
+
+    name: str
+    fun: Callable[[float, np.ndarray], np.ndarray]
+    jac: Callable[[float, np.ndarray], np.ndarray]
+    y0: np.ndarray
+    t_span: tuple[float, float]
+    exact: Callable[[np.ndarray], np.ndarray]
+    condition: float
+
+
+def global_relative_error(problem: ClosedFormProblem, t: np.ndarray, y: np.ndarray) -> float:
+    """``max_t ||y(t) - exact(t)||_2 / ||exact(t)||_2`` over the output times t (T,), y (n, T)."""
+    ref = problem.exact(np.asarray(t, dtype=np.float64))
+    return float(np.max(np.linalg.norm(y - ref, axis=0) / np.linalg.norm(ref, axis=0)))
+
+
+def _linear_system() -> tuple[np.ndarray, np.ndarray]:
+    """A = Q diag(LINEAR_SYSTEM_RATES) Q^T with a fixed rotation Q: returns A (3, 3), Q (3, 3)."""
+    Q, _ = np.linalg.qr(np.array([[1.0, 2.0, 0.5], [-1.0, 0.5, 1.5], [0.3, -1.2, 2.0]]))
+    return Q @ np.diag(LINEAR_SYSTEM_RATES) @ Q.T, Q
+
+
+_LIN_A, _LIN_Q = _linear_system()
+_LIN_Y0 = np.array([1.0, 1.0, 1.0])
+_LAM = CLOSED_FORM_STIFF_RATE
+
+
+def _pr_fun(t: float, y: np.ndarray) -> np.ndarray:
+    """Prothero-Robinson y' = lambda (y - g) + g' with g = 2 + cos t: the solution from g(0) is g."""
+    return _LAM * (y - 2.0 - np.cos(t)) - np.sin(t)
+
+
+CLOSED_FORM_PROBLEMS: dict[str, ClosedFormProblem] = {
+    p.name: p
+    for p in (
+        ClosedFormProblem("decay", lambda t, y: -y, lambda t, y: -np.eye(1), np.array([1.0]), (0.0, 10.0),
+                          lambda t: np.exp(-t)[None], condition=10.0),
+        ClosedFormProblem("blow-up 0.9", lambda t, y: y * y, lambda t, y: np.diag(2.0 * y), np.array([1.0]),
+                          (0.0, 0.9), lambda t: (1.0 / (1.0 - t))[None], condition=10.0),
+        ClosedFormProblem("blow-up 0.99", lambda t, y: y * y, lambda t, y: np.diag(2.0 * y), np.array([1.0]),
+                          (0.0, 0.99), lambda t: (1.0 / (1.0 - t))[None], condition=100.0),
+        ClosedFormProblem("stiff decay", lambda t, y: _LAM * y, lambda t, y: _LAM * np.eye(1), np.array([1.0]),
+                          (0.0, -5.0 / _LAM), lambda t: np.exp(_LAM * t)[None], condition=5.0),
+        ClosedFormProblem("Prothero-Robinson", _pr_fun, lambda t, y: _LAM * np.eye(1), np.array([3.0]),
+                          (0.0, 10.0), lambda t: (2.0 + np.cos(t))[None], condition=1.0),
+        ClosedFormProblem("linear system", lambda t, y: _LIN_A @ y, lambda t, y: _LIN_A, _LIN_Y0, (0.0, 3.0),
+                          lambda t: _LIN_Q @ (np.exp(np.outer(LINEAR_SYSTEM_RATES, t)) * (_LIN_Q.T @ _LIN_Y0)[:, None]),
+                          condition=3.0),
+    )
+}
