@@ -2,6 +2,7 @@
 without console errors (the page test runs wherever Chromium is installed; CI installs it and sets
 DEPTHSCOPE_REQUIRE_BROWSER=1 so that a missing browser fails instead of skipping)."""
 
+import dataclasses
 import os
 import re
 import shutil
@@ -33,7 +34,7 @@ def test_atlas_is_self_contained(atlas):
 
 def test_atlas_escapes_text(tmp_path, tiny_results):
     r = next(iter(tiny_results.values()))
-    evil = ledger.ClaimResult(**{**r.to_dict(), "reason": "<script>alert(1)</script>", "figure_png": None})
+    evil = dataclasses.replace(r, reason="<script>alert(1)</script>", figure_png=None)
     html = ledger.render_atlas([evil])
     assert "<script>" not in html and "&lt;script&gt;" in html
 
@@ -44,6 +45,25 @@ def test_summary_counts_verdicts(tiny_results):
     for verdict in ledger.VERDICTS:
         n = sum(r.verdict == verdict for r in results)
         assert f"{verdict}</span> {n}" in html
+
+
+def test_each_claim_shows_its_preset_and_when_it_ran(tiny_results):
+    """Results merged from several runs differ in preset and time; the page says which is which."""
+    a, b = list(tiny_results.values())[:2]
+    a = dataclasses.replace(a, preset="full", finished_at="2026-01-02T03:04:05+00:00")
+    html = ledger.render_atlas([a, b])
+    assert "preset full, tiny" in html
+    assert "<td>full</td><td class='num'>2026-01-02T03:04:05+00:00</td>" in html
+    assert f"<td>tiny</td><td class='num'>{b.finished_at}</td>" in html and b.finished_at
+    assert "ran 2026-01-02T03:04:05+00:00" in html
+
+
+def test_results_json_alone_rebuilds_the_atlas(tmp_path, tiny_results):
+    """Figures travel in results.json, so the page made from the file equals the page made from the run."""
+    results = list(tiny_results.values())
+    back = ledger.load_results(ledger.save_results(results, tmp_path / "results.json"))
+    assert back == results
+    assert ledger.render_atlas(back) == ledger.render_atlas(results)
 
 
 def _browser():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import math
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,8 @@ from depthscope.ledger._runner import ClaimResult, versions
 
 LIST_PREVIEW = 8  # list entries shown before eliding
 FLOAT_DIGITS = 4  # significant digits of measured floats
+# The page names the results file it shows by digest, so a split pair can be detected.
+RESULTS_DIGEST_META = "depthscope-results-sha256"
 
 _CSS = """
 body{font:15px/1.45 system-ui,sans-serif;margin:0 auto;max-width:1100px;padding:1.5em;color:#1d232a}
@@ -74,40 +77,57 @@ def _section(r: ClaimResult) -> str:
 {figure}
 <h3>measured</h3>{_kv_table(r.measured)}
 <h3>setting</h3>{_kv_table(r.setting)}
-<p class="meta">preset {esc(r.preset)} · seed {r.seed} · {r.runtime_s:.2f} s</p>
+<p class="meta">preset {esc(r.preset)} · seed {r.seed} · {r.runtime_s:.2f} s{_ran(r)}</p>
 </section>"""
 
 
-def render_atlas(results: list[ClaimResult], title: str = "depthscope claim ledger") -> str:
-    """The atlas page as an HTML string."""
+def _ran(r: ClaimResult) -> str:
+    return f" · ran {html.escape(r.finished_at)}" if r.finished_at else ""
+
+
+def render_atlas(results: list[ClaimResult], title: str = "depthscope claim ledger", *,
+                 results_sha256: str | None = None) -> str:
+    """The atlas page as an HTML string.
+
+    ``results_sha256``: digest of the results file the page is written beside (recorded in a meta tag).
+    """
     esc = html.escape
     counts = Counter(r.verdict for r in results)
     summary = " · ".join(f"{_badge(v)} {counts.get(v, 0)}" for v in VERDICTS)
     total = sum(r.runtime_s for r in results)
     rows = "".join(
         f"<tr><td><a href='#{esc(r.id)}'>{esc(r.id)}</a></td><td>{esc(r.statement)}</td>"
-        f"<td>{_badge(r.verdict)}</td><td>{esc(r.reason)}</td><td class='num'>{r.runtime_s:.1f}</td></tr>"
+        f"<td>{_badge(r.verdict)}</td><td>{esc(r.reason)}</td><td>{esc(r.preset)}</td>"
+        f"<td class='num'>{esc(r.finished_at)}</td><td class='num'>{r.runtime_s:.1f}</td></tr>"
         for r in results
     )
     v = versions()
     meta = " · ".join(f"{esc(k)} {esc(val)}" for k, val in v.items())
     presets = ", ".join(sorted({r.preset for r in results})) or "none"
+    digest_meta = f'<meta name="{RESULTS_DIGEST_META}" content="{esc(results_sha256)}">\n' if results_sha256 else ""
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{esc(title)}</title><style>{_CSS}</style></head>
+{digest_meta}<title>{esc(title)}</title><style>{_CSS}</style></head>
 <body>
 <h1>{esc(title)}</h1>
 <p class="meta">{len(results)} claims · preset {esc(presets)} · {total:.1f} s of experiments · {meta}</p>
 <p id="summary">{summary}</p>
-<table id="verdicts"><tr><th>id</th><th>claim</th><th>verdict</th><th>why</th><th>s</th></tr>{rows}</table>
+<table id="verdicts"><tr><th>id</th><th>claim</th><th>verdict</th><th>why</th><th>preset</th><th>ran (UTC)</th><th>s</th></tr>
+{rows}</table>
 {''.join(_section(r) for r in results)}
 </body></html>
 """
 
 
+def atlas_results_sha256(page: str) -> str | None:
+    """The results digest recorded in an atlas page by `render_atlas`, or None."""
+    found = re.search(rf'<meta name="{RESULTS_DIGEST_META}" content="([0-9a-f]+)">', page)
+    return found.group(1) if found else None
+
+
 def write_atlas(results: list[ClaimResult], path: str | Path) -> Path:
-    """Write the atlas page atomically and return its path."""
+    """Write the atlas page atomically and return its path (alone; `write_ledger` writes it with results.json)."""
     target = Path(path)
     atomic_write_text(target, render_atlas(results))
     return target

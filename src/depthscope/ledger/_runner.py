@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import io
 import json
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
@@ -14,12 +18,13 @@ import numpy as np
 import torch
 
 from depthscope._errors import DepthscopeError
-from depthscope._io import atomic_write_text, encode_json
+from depthscope._io import atomic_write_files, atomic_write_text, check_writable_dir, encode_json, read_json_object
 from depthscope._version import __version__
 from depthscope.ledger._experiment import Experiment, get_experiment, list_experiments
 
-RESULTS_FORMAT = 1  # bump when fields change meaning
+RESULTS_FORMAT = 1  # bump when fields change meaning (new fields with defaults do not)
 RESULTS_FILE = "results.json"
+ATLAS_FILE = "atlas.html"
 FIGURE_DPI = 90
 
 
@@ -35,7 +40,9 @@ class ClaimResult:
         runtime_s: wall time of measure + judge.
         versions: depthscope, torch, numpy, python.
         references: published results compared with.
-        figure_png: the atlas figure as PNG bytes (not written to results.json).
+        figure_png: the atlas figure as PNG bytes (in results.json as base64, key ``figure_png_base64``,
+            so that the atlas can be rebuilt from the results file alone).
+        finished_at: when the run finished, UTC, ISO 8601 ("" in files from before it was recorded).
     """
 
     id: str
@@ -53,16 +60,32 @@ class ClaimResult:
     versions: dict[str, str]
     references: list[str] = field(default_factory=list)
     figure_png: bytes | None = field(default=None, repr=False)
+    finished_at: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d.pop("figure_png")
+        png = d.pop("figure_png")
+        d["figure_png_base64"] = None if png is None else base64.b64encode(png).decode("ascii")
         return encode_json(d)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "ClaimResult":
-        names = {f for f in cls.__dataclass_fields__ if f != "figure_png"}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        """The result stored as ``d`` by `to_dict`; fields unknown to this version are ignored."""
+        if not isinstance(d, Mapping):
+            raise DepthscopeError(f"a claim result must be a JSON object, got {type(d).__name__}")
+        known = {f.name: f for f in fields(cls) if f.name != "figure_png"}
+        required = [n for n, f in known.items() if f.default is MISSING and f.default_factory is MISSING]
+        missing = [n for n in required if n not in d]
+        if missing:
+            raise DepthscopeError(f"claim result {d.get('id', '?')!s} lacks the fields {', '.join(missing)}")
+        kw = {k: v for k, v in d.items() if k in known}
+        encoded = d.get("figure_png_base64")
+        if encoded is not None:
+            try:
+                kw["figure_png"] = base64.b64decode(encoded, validate=True)
+            except (binascii.Error, TypeError, ValueError) as err:
+                raise DepthscopeError(f"claim result {d['id']!s}: figure_png_base64 is not base64 ({err})") from err
+        return cls(**kw)
 
 
 def versions() -> dict[str, str]:
@@ -103,6 +126,7 @@ def run_experiment(
     measured = experiment.measure(setting, seed)
     judgement = experiment.judge(measured, setting)
     runtime = time.perf_counter() - start
+    finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     png = None
     if figure and experiment.plot is not None:
         png = _render_png(experiment.plot(measured, setting))
@@ -122,6 +146,7 @@ def run_experiment(
         versions=versions(),
         references=list(experiment.references),
         figure_png=png,
+        finished_at=finished_at,
     )
 
 
@@ -158,18 +183,33 @@ def run_many(
     on_start: Callable[[str], None] | None = None,
     on_done: Callable[[ClaimResult], None] | None = None,
 ) -> list[ClaimResult]:
-    """Run several claims (all by default); with ``out``, write ``results.json`` and ``atlas.html`` there.
+    """Run several claims (all by default) and return their results.
+
+    With ``out``, ``results.json`` and ``atlas.html`` in that folder are updated together (see
+    `write_ledger`): the claims run now replace their earlier results, the other claims' results
+    from earlier runs stay, each with its own preset, seed and time (so a quick run of everything
+    followed by a full run of a few claims leaves all of them). That the folder can be written and
+    that an earlier results file there can be read is checked before any experiment runs.
 
     An experiment that raises is a bug, not a verdict: the error propagates, naming the claim.
     """
     chosen = resolve_ids(ids)
     out_dir = None
+    earlier: list[ClaimResult] = []
     if out is not None:
         out_dir = Path(out)
-        try:
-            out_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise DepthscopeError(f"cannot create {out_dir}: {err.strerror}") from err
+        check_writable_dir(out_dir)
+        for name in (RESULTS_FILE, ATLAS_FILE):
+            if (out_dir / name).is_dir():
+                raise DepthscopeError(f"cannot write {out_dir / name}: it is a directory")
+        if (out_dir / RESULTS_FILE).exists():
+            try:
+                earlier = load_results(out_dir / RESULTS_FILE)
+            except DepthscopeError as err:
+                raise DepthscopeError(
+                    f"{err}; the results there would be merged with this run: "
+                    "move the file away or choose another folder"
+                ) from err
     results = []
     for claim_id in chosen:
         if on_start is not None:
@@ -184,29 +224,79 @@ def run_many(
         if on_done is not None:
             on_done(result)
     if out_dir is not None:
-        from depthscope.ledger._atlas import write_atlas
-
-        save_results(results, out_dir / RESULTS_FILE)
-        write_atlas(results, out_dir / "atlas.html")
+        write_ledger(merge_results(earlier, results), out_dir)
     return results
+
+
+def merge_results(earlier: Iterable[ClaimResult], newer: Iterable[ClaimResult]) -> list[ClaimResult]:
+    """``earlier`` with the claims in ``newer`` replaced or added, in registry order.
+
+    Claims no longer registered keep their place after the registered ones.
+    """
+    by_id = {r.id: r for r in earlier}
+    by_id.update((r.id, r) for r in newer)
+    order = {claim_id: i for i, claim_id in enumerate(list_experiments())}
+    return sorted(by_id.values(), key=lambda r: order.get(r.id, len(order)))
+
+
+def _results_json(results: list[ClaimResult]) -> str:
+    payload = {"format": RESULTS_FORMAT, "versions": versions(), "results": [r.to_dict() for r in results]}
+    return json.dumps(payload, indent=1, allow_nan=False)
+
+
+def write_ledger(results: list[ClaimResult], folder: str | Path) -> tuple[Path, Path]:
+    """Write ``results.json`` and ``atlas.html`` in ``folder`` as one consistent pair.
+
+    Both are replaced together (`depthscope._io.atomic_write_files`): an error or Ctrl-C at any
+    point leaves the old pair or the new pair, never one of each. The atlas records the SHA-256 of
+    the results file it was made from (``<meta name="depthscope-results-sha256">``), so a pair can
+    also be checked after the fact (`atlas_matches_results`).
+    """
+    from depthscope.ledger._atlas import render_atlas
+
+    folder = Path(folder)
+    results_bytes = _results_json(results).encode("utf-8")
+    digest = hashlib.sha256(results_bytes).hexdigest()
+    atlas_bytes = render_atlas(results, results_sha256=digest).encode("utf-8")
+    results_path, atlas_path = folder / RESULTS_FILE, folder / ATLAS_FILE
+    atomic_write_files({results_path: results_bytes, atlas_path: atlas_bytes})
+    return results_path, atlas_path
+
+
+def atlas_matches_results(folder: str | Path) -> bool:
+    """Whether ``folder``'s atlas.html was made from the results.json beside it (by digest)."""
+    from depthscope.ledger._atlas import atlas_results_sha256
+
+    folder = Path(folder)
+    try:
+        digest = hashlib.sha256((folder / RESULTS_FILE).read_bytes()).hexdigest()
+        return atlas_results_sha256((folder / ATLAS_FILE).read_text(encoding="utf-8")) == digest
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def save_results(results: list[ClaimResult], path: str | Path) -> Path:
     """Write ``results`` as strict JSON, atomically."""
-    payload = {"format": RESULTS_FORMAT, "versions": versions(), "results": [r.to_dict() for r in results]}
     target = Path(path)
-    atomic_write_text(target, json.dumps(payload, indent=1, allow_nan=False))
+    atomic_write_text(target, _results_json(results))
     return target
 
 
 def load_results(path: str | Path) -> list[ClaimResult]:
-    """Read a results file written by `save_results` (figures are not stored there)."""
-    try:
-        payload = json.loads(Path(path).read_text())
-    except OSError as err:
-        raise DepthscopeError(f"cannot read {path}: {err.strerror}") from err
-    except json.JSONDecodeError as err:
-        raise DepthscopeError(f"{path} is not JSON: {err}") from err
-    if not isinstance(payload, dict) or payload.get("format") != RESULTS_FORMAT:
-        raise DepthscopeError(f"{path} is not a depthscope ledger results file of format {RESULTS_FORMAT}")
-    return [ClaimResult.from_dict(r) for r in payload["results"]]
+    """Read a results file written by `save_results` or `write_ledger`."""
+    what = f"a depthscope ledger results file of format {RESULTS_FORMAT}"
+    payload = read_json_object(path, what)
+    if payload.get("format") != RESULTS_FORMAT:
+        raise DepthscopeError(f"{path} is not {what} (format {payload.get('format')!r})")
+    entries = payload.get("results")
+    if not isinstance(entries, list):
+        problem = ("has no 'results' list" if entries is None
+                   else f"has 'results' of type {type(entries).__name__}, not a list")
+        raise DepthscopeError(f"{path} is not {what}: it {problem}")
+    results = []
+    for i, entry in enumerate(entries):
+        try:
+            results.append(ClaimResult.from_dict(entry))
+        except DepthscopeError as err:
+            raise DepthscopeError(f"{path}: results[{i}]: {err}") from err
+    return results

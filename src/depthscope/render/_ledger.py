@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Iterator, Mapping
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -22,7 +23,8 @@ def _verdict(v: str | None) -> str:
 
 
 def _short(text: str) -> str:
-    return text if len(text) <= REASON_WIDTH else text[: REASON_WIDTH - 1] + "…"
+    """``text`` cut to the table width, with rich markup escaped ("[x_0, ...]" is text, not a style)."""
+    return escape(text if len(text) <= REASON_WIDTH else text[: REASON_WIDTH - 1] + "…")
 
 
 def render_ledger_list(experiments, last: Mapping[str, object], source: str, console: Console | None = None) -> None:
@@ -35,40 +37,57 @@ def render_ledger_list(experiments, last: Mapping[str, object], source: str, con
         table.add_column(col)
     for e in experiments:
         r = last.get(e.id)
-        table.add_row(e.id, f"{e.source} {SOURCES[e.source]}", _short(e.statement), _verdict(getattr(r, "verdict", None)))
+        last_verdict = _verdict(getattr(r, "verdict", None))
+        if r is not None:  # results merged from several runs may differ in preset
+            last_verdict += f" [dim]({escape(str(r.preset))})[/dim]"
+        table.add_row(e.id, f"{e.source} {SOURCES[e.source]}", _short(e.statement), last_verdict)
     console.print(table)
     if not last:
-        console.print(f"[dim]no results at {source}; run `depthscope ledger run`[/dim]")
+        console.print(f"[dim]no results at {escape(source)}; run `depthscope ledger run`[/dim]")
 
 
 class _Progress:
-    def __init__(self, progress: Progress | None, total: int):
-        self._p = progress
-        self._task = progress.add_task("ledger", total=total) if progress else None
+    """Callbacks for `run_many`; the bar appears at the first claim started, so that an error found
+    before any experiment runs (an unwritable folder) prints alone."""
+
+    def __init__(self, total: int, quiet: bool):
+        self._total, self._quiet = total, quiet
+        self._p: Progress | None = None
+        self._task = None
 
     def start(self, claim_id: str) -> None:
-        if self._p:
-            self._p.update(self._task, description=f"running {claim_id}")
+        if self._quiet:
+            return
+        if self._p is None:
+            columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+            self._p = Progress(*columns, transient=True)
+            self._p.start()
+            self._task = self._p.add_task("ledger", total=self._total)
+        self._p.update(self._task, description=f"running {claim_id}")
 
     def done(self, result) -> None:
-        if self._p:
+        if self._p is not None:
             self._p.console.print(f"{result.id:>4} {_verdict(result.verdict)} [dim]({result.runtime_s:.1f} s)[/dim]")
             self._p.advance(self._task)
+
+    def close(self) -> None:
+        if self._p is not None:
+            self._p.stop()
 
 
 @contextmanager
 def ledger_progress(total: int, quiet: bool = False) -> Iterator[_Progress]:
     """A progress bar with ``start(id)`` and ``done(result)`` callbacks for `run_many`."""
-    if quiet:
-        yield _Progress(None, total)
-        return
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, transient=True) as progress:
-        yield _Progress(progress, total)
+    progress = _Progress(total, quiet)
+    try:
+        yield progress
+    finally:
+        progress.close()
 
 
-def render_ledger_summary(results, out: Path | None = None, console: Console | None = None) -> None:
-    """Verdict table and counts after a run."""
+def render_ledger_summary(results, out: Path | None = None, console: Console | None = None,
+                          in_file: int | None = None) -> None:
+    """Verdict table and counts after a run; ``in_file``: claims in the results file it was merged into."""
     console = console or Console()
     table = Table(title="claim ledger: verdicts", header_style="bold")
     for col in ("id", "verdict", "why", "s"):
@@ -81,4 +100,6 @@ def render_ledger_summary(results, out: Path | None = None, console: Console | N
     line = ", ".join(f"{counts.get(v, 0)} {v}" for v in VERDICT_STYLE)
     console.print(f"{len(results)} claims: {line}; {total:.1f} s of experiments")
     if out is not None:
-        console.print(f"results: {out / 'results.json'}  atlas: {out / 'atlas.html'}")
+        console.print(f"results: {escape(str(out / 'results.json'))}  atlas: {escape(str(out / 'atlas.html'))}")
+        if in_file is not None and in_file > len(results):
+            console.print(f"the results file holds {in_file} claims: {in_file - len(results)} kept from earlier runs")
