@@ -17,7 +17,7 @@ import depthscope as ds
 import depthscope.estimators._local as local
 from depthscope.estimators._lanczos import lanczos_top_eigenvalue
 from depthscope.estimators._linearized import LinearizedChain
-from depthscope.probe._probe import EXPLICIT_MAX_DIM
+from depthscope.probe import _routes
 
 REFERENCE_RTOL = 1e-6
 REFERENCE_MAX_ITER = 200
@@ -52,7 +52,9 @@ def main() -> None:
         model = ds.create_model(name).eval()
         x = model.example_input(1, torch.Generator().manual_seed(0))
         lin = LinearizedChain(ds.Chain.from_module(model, example=x), x)
-        ks = [k for k in lin.steps if min(lin.n_in[k], lin.n_out[k]) > EXPLICIT_MAX_DIM]
+        # the steps the probe's route model sends to the matrix-free route at its defaults
+        routes = _routes.plan(lin, "auto", 16, True)
+        ks = [k for k, (route, _) in routes.items() if route == _routes.ROUTE_MATRIX_FREE]
         for seed in args.seeds:
             probe_value, probe_iters = sigma_max(lin, ks, seed)
             ref, ref_iters = sigma_max(lin, ks, seed, rtol=REFERENCE_RTOL, max_iter=REFERENCE_MAX_ITER)

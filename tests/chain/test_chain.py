@@ -87,3 +87,52 @@ def test_sequential_children_are_steps() -> None:
     seq = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))
     chain = ds.Chain.from_module(seq)
     assert len(chain) == 3 and chain.modules() == list(seq)
+
+
+class Stack(nn.Module):
+    """Blocks in a ModuleList, called in the model's own forward (found through hooks)."""
+
+    def __init__(self):
+        super().__init__()
+        self.layers = nn.ModuleList(nn.Sequential(nn.Linear(4, 4), nn.Tanh()) for _ in range(3))
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+def _wrappers(model: nn.Module) -> list[nn.Module]:
+    return [nn.DataParallel(model), torch.compile(model), torch.compile(nn.DataParallel(model))]
+
+
+@pytest.mark.parametrize("kind", ["sequential", "module-list"])
+def test_compile_and_data_parallel_are_unwrapped(kind: str) -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 4), nn.Tanh()) if kind == "sequential" else Stack()
+    x = torch.randn(3, 4)
+    ref = ds.Chain.from_module(model, example=x)
+    for wrapped in _wrappers(model):
+        chain = ds.Chain.from_module(wrapped, example=x)
+        assert chain.names == ref.names
+        assert torch.equal(chain(x), ref(x))
+
+
+def test_distributed_data_parallel_is_unwrapped(tmp_path) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        model = Stack()
+        ddp = nn.parallel.DistributedDataParallel(model)
+        chain = ds.Chain.from_module(ddp, example=torch.randn(2, 4))
+        assert chain.names == ["stem", "layers.0", "layers.1", "layers.2", "head"]
+        assert chain.steps[0].module is model and chain.steps[-1].module is model  # not the wrapper
+    finally:
+        dist.destroy_process_group()
+
+
+def test_torchscript_is_refused_by_name() -> None:
+    scripted = torch.jit.script(Stack())
+    with pytest.raises(ds.ChainError, match="Stack is a TorchScript module"):
+        ds.Chain.from_module(scripted, example=torch.randn(2, 4))

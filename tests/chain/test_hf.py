@@ -129,3 +129,17 @@ def test_bad_inputs_are_refused():
         chain_from_hf(model, ids.float(), mask)
     with pytest.raises(ChainError, match="PreTrainedModel"):
         chain_from_hf(torch.nn.Linear(2, 2), ids, mask)
+
+
+@pytest.mark.parametrize("method", ["explicit", "matrix-free"])
+def test_default_fused_attention_probes_like_eager(method):
+    """A model built with the default attention (fused SDPA kernels, which have no double backward)
+    is probed, and its report equals the eager model's."""
+    torch.manual_seed(0)
+    fused, eager = _gpt2(2, attn="sdpa"), _gpt2(2, attn="eager")
+    eager.load_state_dict(fused.state_dict())
+    ids, mask = _batch()
+    reports = [depthscope.probe(chain_from_hf(m, ids, mask), ids, method=method, lyapunov=2) for m in (fused, eager)]
+    for a, b in zip(*(r.blocks for r in reports)):
+        assert a.local_fro == pytest.approx(b.local_fro, rel=1e-4)
+        assert a.cum_log_fro == pytest.approx(b.cum_log_fro, rel=1e-4, abs=1e-5)

@@ -117,3 +117,28 @@ def test_an_operator_may_return_its_rayleigh_quotients(gen):
     given = lanczos_top_eigenvalue(mv, v0, drop_converged=True)
     assert torch.allclose(given.value, plain.value, rtol=1e-10)
     assert torch.equal(given.iterations, plain.iterations)
+
+
+@pytest.mark.parametrize("drop", [False, True])
+@pytest.mark.parametrize("reorth", [False, True])
+def test_non_finite_operator_stops_its_problem_only(gen, drop, reorth):
+    """A problem whose operator returns NaN or Inf gets value NaN; eigh never sees it and the
+    other problems converge as before (it used to raise a raw _LinAlgError from eigh)."""
+    A, H = _problems(gen, M=6)
+    true = torch.linalg.eigvalsh(H)[:, -1]
+    v0 = torch.randn(A.shape[0], A.shape[2], generator=gen, dtype=torch.float64)
+    bad = {1: float("nan"), 4: float("inf")}
+
+    def mv(v, rows):
+        out = _matvec(H)(v, rows)
+        ids = torch.arange(H.shape[0]) if rows is None else rows
+        for i, value in bad.items():
+            out[ids == i] = value
+        return out
+
+    r = lanczos_top_eigenvalue(mv, v0, drop_converged=drop, reorthogonalize=reorth)
+    failed = torch.zeros(H.shape[0], dtype=torch.bool)
+    failed[list(bad)] = True
+    assert bool(r.value[failed].isnan().all()) and not bool(r.converged[failed].any())
+    assert torch.allclose(r.value[~failed], true[~failed], rtol=LANCZOS_RTOL)
+    assert bool(r.converged[~failed].all())

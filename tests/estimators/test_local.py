@@ -1,5 +1,8 @@
-"""Probe vectors and the memory order tangents live in."""
+"""Probe vectors, the memory order tangents live in, and the standard errors of the estimates."""
 
+import math
+
+import pytest
 import torch
 
 from depthscope.estimators._layout import as_native, flatten_native
@@ -29,3 +32,42 @@ def test_native_order_is_channels_last_for_images_and_round_trips():
     assert torch.equal(flatten_native(t, 3), flat)
     assert torch.equal(flatten_native(t.contiguous(), 3), flat)  # any layout, same order
     assert torch.equal(as_native(flat, (60,)), flat) and torch.equal(flatten_native(flat.reshape(2, 6, 10), 2), flat)
+
+
+def test_fro_standard_error_is_the_delta_method_over_the_batch():
+    from depthscope.estimators._local import _fro_standard_error
+
+    samples = torch.tensor([[4.0, 1.0], [6.0, 1.0], [5.0, 1.0], [5.0, 1.0]], dtype=torch.float64)  # (P=4, B=2)
+    se, mean = _fro_standard_error(samples, n_in=5)
+    # Example 0: m = 5, s = sqrt(2/3), rms = 1, se = rms * s / (2 m sqrt(P)); example 1 has no spread.
+    se0 = (2 / 3) ** 0.5 / (2 * 5 * 2)
+    assert float(mean) == pytest.approx((1 + 0.2**0.5) / 2, rel=1e-12)
+    assert float(se) == pytest.approx(se0 / 2, rel=1e-12)
+    assert math.isinf(float(_fro_standard_error(samples[:1], 5)[0]))  # one probe: no spread to measure
+
+
+def test_hutchinson_stops_at_the_default_probes_on_an_orthogonal_step(gen):
+    # ||Q v||^2 = ||v||^2 = n for every sign vector: no spread, no extra probe, a standard error of 0.
+    import depthscope as ds
+    from depthscope.estimators._linearized import LinearizedChain
+    from depthscope.estimators._local import matrix_free_stats
+
+    Q, _ = torch.linalg.qr(torch.randn(40, 40, dtype=torch.float64, generator=gen))
+    lin = LinearizedChain(ds.Chain([("q", lambda x: x @ Q.T)]), torch.randn(3, 40, dtype=torch.float64, generator=gen))
+    calls = []
+    jvp_all = lin.jvp_all
+    lin.jvp_all = lambda ks, vs: calls.append([v.shape[0] for v in vs]) or jvp_all(ks, vs)
+    with torch.no_grad():
+        st = matrix_free_stats(lin, [0], 16, gen, with_min=False)[0]
+    assert calls == [[16]]
+    assert st.fro == pytest.approx(1.0, rel=1e-12) and st.fro_se == pytest.approx(0.0, abs=1e-12)
+
+
+def test_frame_log_rms_pools_columns_and_measures_their_spread():
+    from depthscope.estimators._propagate import frame_log_rms
+
+    # Two steps, four columns, one example: squares (1, 1, 1, 1) then (2, 0, 1, 1).
+    sq = torch.tensor([[[1.0], [1.0], [1.0], [1.0]], [[2.0], [1e-300], [1.0], [1.0]]], dtype=torch.float64)
+    log_rms, se = frame_log_rms(0.5 * sq.log())
+    assert log_rms.tolist() == pytest.approx([0.0, 0.0], abs=1e-12)
+    assert se.tolist() == pytest.approx([0.0, 0.5 * (2 / 3) ** 0.5 / 2], rel=1e-9)

@@ -109,7 +109,12 @@ def test_frame_cumulative_on_wide_input(lyapunov: int, gen: torch.Generator) -> 
     m = ds.create_model("resnet_mlp", depth=3, width=300, out_dim=4).double()
     x = torch.randn(1, 300, dtype=torch.float64, generator=gen)
     Js, _ = step_jacobians(ds.Chain.from_module(m), x)
-    rep = ds.probe(m, x, lyapunov=lyapunov)
+    if lyapunov > 4:  # more exponents than the 4-wide output has: cut, with a warning
+        with pytest.warns(ds.ProbeWarning, match=f"lyapunov={lyapunov} exceeds"):
+            rep = ds.probe(m, x, lyapunov=lyapunov)
+    else:
+        rep = ds.probe(m, x, lyapunov=lyapunov)
+    assert rep.settings["lyapunov"] == min(lyapunov, 4)
     assert rep.settings["cumulative"] == f"frame({max(16, min(lyapunov, 4))})"
     assert len(rep.lyapunov) == min(lyapunov, 4)  # capped by the 4-wide output
     cums = cumulative(Js)

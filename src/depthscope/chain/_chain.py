@@ -93,6 +93,8 @@ class Chain:
         For the last two kinds (blocks inside an arbitrary ``forward``) ``example`` is required:
         one forward pass records each block's extra arguments (attention masks, ...) and checks
         that block k+1 consumes exactly what block k produced, so the chain composes to the model.
+        Wrappers that compute the module's own function (``torch.compile``, ``nn.DataParallel``,
+        ``DistributedDataParallel``) are looked through; a TorchScript module raises `ChainError`.
         """
         from depthscope.chain._discover import chain_from_module
 

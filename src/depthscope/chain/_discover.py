@@ -10,6 +10,7 @@ head is the model run with the last block's output replaced.
 from __future__ import annotations
 
 import fnmatch
+import sys
 from typing import Any, Callable, Sequence
 
 import torch
@@ -99,12 +100,41 @@ def _longest_module_list(module: nn.Module) -> list[tuple[str, nn.Module]] | Non
     return [(f"{prefix}{i}", m) for i, m in enumerate(best[1])]
 
 
+def unwrap(module: nn.Module) -> nn.Module:
+    """The model inside the wrappers that compute the same function: ``torch.compile``'s
+    ``OptimizedModule`` (its ``_orig_mod``), ``nn.DataParallel`` and ``DistributedDataParallel``
+    (their ``module``), nested in any order.
+
+    Raises:
+        ChainError: a TorchScript module (``torch.jit.script`` or ``trace``), whose calls cannot be
+            hooked or recorded.
+    """
+    # torch.compile's wrapper class lives in torch._dynamo, which is only imported once something
+    # has been compiled: no compiled model exists before that, so there is nothing to import.
+    eval_frame = sys.modules.get("torch._dynamo.eval_frame")
+    while True:
+        if isinstance(module, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+            module = module.module
+        elif eval_frame is not None and isinstance(module, eval_frame.OptimizedModule):
+            module = module._orig_mod
+        else:
+            break
+    if isinstance(module, torch.jit.ScriptModule):
+        raise ChainError(
+            f"{module.original_name} is a TorchScript module (torch.jit.script or torch.jit.trace): "
+            "its blocks cannot be hooked or its operations recorded. Probe the nn.Module it was "
+            "made from"
+        )
+    return module
+
+
 def chain_from_module(
     cls: type[Chain],
     module: nn.Module,
     blocks: Sequence[str | nn.Module] | None,
     example: torch.Tensor | None,
 ) -> Chain:
+    module = unwrap(module)
     if blocks is None and isinstance(module, ChainModule):
         return cls(Step(name, fn, fn if isinstance(fn, nn.Module) else None) for name, fn in module.chain_steps(example))
     if blocks is None and isinstance(module, nn.Sequential):

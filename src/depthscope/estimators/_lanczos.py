@@ -34,7 +34,9 @@ class LanczosResult:
     """Top eigenvalue per problem.
 
     Attributes:
-        value: ``(M,)`` top Ritz value (a lower bound on the top eigenvalue that converges to it).
+        value: ``(M,)`` top Ritz value (a lower bound on the top eigenvalue that converges to it);
+            NaN for a problem whose operator returned NaN or Inf (overflow, or an operator with
+            non-finite entries), which then stops.
         residual: ``(M,)`` the residual bound beta_j |s_j| of that Ritz pair.
         iterations: ``(M,)`` operator applications spent on each problem.
         converged: ``(M,)`` whether a stopping test was met.
@@ -56,6 +58,9 @@ def lanczos_top_eigenvalue(
     av0: torch.Tensor | None = None,
 ) -> LanczosResult:
     """Top eigenvalue of M symmetric PSD operators, applied jointly.
+
+    A problem whose operator returns NaN or Inf stops with value NaN and ``converged`` False; the
+    others go on unaffected.
 
     With ``drop_converged``, problems that have converged drop out and the operator is applied to
     the still-active ones only; otherwise all run until every one has converged (the stopping tests
@@ -103,6 +108,7 @@ def lanczos_top_eigenvalue(
     alphas = torch.zeros(M, max_iter, dtype=torch.float64)
     betas = torch.zeros(M, max_iter, dtype=torch.float64)
     scale = torch.zeros(M, dtype=torch.float64)
+    failed = torch.zeros(M, dtype=torch.bool)  # an operator output was NaN/Inf
     for it in range(1, max_iter + 1):
         a = None
         if it == 1 and av0 is not None:
@@ -130,13 +136,23 @@ def lanczos_top_eigenvalue(
             if it > 1:
                 w.addcmul_(betas[:, it - 2].to(dtype)[:, None], q_prev, value=-1.0)
         b = torch.linalg.vector_norm(w, dim=1).double()
+        # A non-finite coefficient would make eigh fail for the whole stack: the problem stops, its
+        # coefficients are zeroed and its vector continues as zero (as at a breakdown).
+        bad = ~(torch.isfinite(alphas[:, it - 1]) & torch.isfinite(b))
+        if bool(bad.any()):
+            failed[rows[bad]] = True
+            alphas[bad] = 0.0
+            betas[bad] = 0.0
+            a = torch.where(bad, torch.zeros_like(a), a)
+            b = torch.where(bad, torch.zeros_like(b), b)
+            w = torch.where(bad[:, None], torch.zeros_like(w), w)
         scale = torch.maximum(scale, a.double().abs() + b)
         T = torch.diag_embed(alphas[:, :it]) + torch.diag_embed(betas[:, : it - 1], 1) + torch.diag_embed(betas[:, : it - 1], -1)
         evals, evecs = torch.linalg.eigh(T)
         theta = evals[:, -1]
         r = b * evecs[:, -1, -1].abs()
         broken = b <= BREAKDOWN_RTOL * scale.clamp_min(tiny)
-        done = (r <= rtol * theta.abs().clamp_min(tiny)) | broken
+        done = (r <= rtol * theta.abs().clamp_min(tiny)) | broken | failed[rows]
         value[rows] = theta.to(dtype)
         residual[rows] = r.to(dtype)
         iterations[rows] = it
@@ -159,4 +175,6 @@ def lanczos_top_eigenvalue(
         if reorthogonalize:
             Q[:, it] = q_next
         q_prev, q = q, q_next
-    return LanczosResult(value=value.clamp_min(0.0), residual=residual, iterations=iterations, converged=converged)
+    value = torch.where(failed, torch.full_like(value, float("nan")), value.clamp_min(0.0))
+    residual = torch.where(failed, torch.full_like(residual, float("inf")), residual)
+    return LanczosResult(value=value, residual=residual, iterations=iterations, converged=converged & ~failed)

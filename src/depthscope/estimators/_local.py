@@ -3,10 +3,13 @@
 Two routes, chosen per step by `depthscope.probe`:
 
 * explicit: build J_k (B, n_out, n_in) from basis tangents, then work on the matrix in float64:
-  exact Frobenius; sigma_max and ||J - I||_2 by Lanczos on the explicit matrix; sigma_min by
-  Lanczos on (J^T J)^{-1} through one LU factorisation (inverse iteration). ``exact=True``
-  replaces the Lanczos steps by full SVDs (``torch.linalg.svdvals``): the oracle.
-* matrix-free: never forms J. Frobenius by Hutchinson (Rademacher probes, E||J v||^2 = ||J||_F^2);
+  exact Frobenius; up to EXPLICIT_SVD_MAX_DIM wide, full SVDs of J and J - I
+  (``torch.linalg.svdvals``, method "exact"); wider, sigma_max and ||J - I||_2 by Lanczos on the
+  explicit matrix at a tight residual (EXPLICIT_LANCZOS_RTOL), sigma_min by Lanczos on
+  (J^T J)^{-1} through one LU factorisation (inverse iteration). ``exact=True`` takes full SVDs
+  at every width: the oracle.
+* matrix-free: never forms J. Frobenius by Hutchinson (Rademacher probes, E||J v||^2 = ||J||_F^2),
+  with more probes where their spread says the estimate is not yet within HUTCHINSON_RSE_TARGET;
   sigma_max and ||J - I||_2 by Lanczos on J^T J and (J - I)^T (J - I) through J v and J^T u, all
   steps in lockstep; sigma_min is reported as the Weyl lower bound max(0, 1 - ||J - I||_2).
 
@@ -21,6 +24,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from depthscope import _linalg
 from depthscope.estimators._lanczos import lanczos_top_eigenvalue
 from depthscope.estimators._layout import as_native, flatten_native
 from depthscope.estimators._linearized import LinearizedChain
@@ -39,11 +43,47 @@ RITZ_START_MAX_DIM = 1024
 # Matrix-free steps in float32 whose ||J||_F lies outside [1/UNSCALED_MAX, UNSCALED_MAX] run Lanczos
 # on a rescaled operator: within it, J^T J (at most 1e16) is far from float32's limits.
 UNSCALED_MAX = 1e8
+# Explicit steps up to this size (the larger of n_in, n_out) take full SVDs of J and J - I: exact,
+# and no slower than the three Lanczos runs they replace (one thread, float64: 4.1 ms for one
+# 256 x 256 svdvals against 2.3 ms for one Lanczos run at a 1% residual, 32 ms against 28 ms for
+# eight; at 512, 27 ms against 3.9 ms, so wider steps keep Lanczos).
+EXPLICIT_SVD_MAX_DIM = 256
+# Lanczos on an explicit matrix stops at this relative residual on sigma^2. At the 1% used on the
+# matrix-free route, the identity gap of a GPT-2 block (width 512, top singular values of J - I
+# 1.3% apart) settled 0.9% low (at 1e-3 still 0.5%: the Ritz value was converging to the second
+# value); at 1e-4 every run of ten starts on twelve matrices was within 3e-8, for 27 instead of 19
+# iterations (benchmarks/accuracy_real_models.py measures it on whole models). On the dense edge of
+# a random matrix's spectrum it runs to the iteration cap: the statistics of eight 512 x 512 steps
+# then cost 1.9x those at 1% (0.70 s against 0.35 s, one thread; 0.65 s with sigma_min's inverse
+# iteration left at 1%, so it uses this residual too).
+EXPLICIT_LANCZOS_RTOL = 1e-4
+# Hutchinson estimates of ||J_k||_F get more probes until their relative standard error (estimated
+# from the spread of ||J v_p||^2 over the probes, delta method for the square root, averaged over
+# the batch) is at most this: 2%, so that a 3-sigma deviation stays within the 6% that the probe's
+# docstring states. Near-isometric steps meet it with the default 16 probes and cost nothing more;
+# steps whose spectrum is dominated by a few singular values do not (the first layer of
+# torchvision's ViT, sigma_max / rms 19: 16 probes were up to 17% off over five seeds, the adapted
+# estimate 1.6%; benchmarks/accuracy_real_models.py).
+HUTCHINSON_RSE_TARGET = 0.02
+# ... but never more than this many probes per step (each is one J v per example): for a step of
+# effective rank r = ||J||_F^4 / ||J^T J||_F^2 the relative standard error is at most
+# 1 / sqrt(2 r P), so 2% takes up to 1250 / r probes; the cap (16x the default 16) reaches it for
+# r >= 5, and a step that stops at the cap reports its larger standard error in `fro_se`.
+HUTCHINSON_MAX_PROBES = 256
+# Rounds of "measure the spread, add the probes it asks for": the second corrects a first spread
+# measured on 16 probes; a third is rarely reached.
+HUTCHINSON_MAX_ROUNDS = 3
+# Extra probes go through a step at most this many at a time (a 16 x 32 x 32 conv state at batch
+# 32 is 2 MB per probe in float32).
+HUTCHINSON_CHUNK = 32
 
 
 @dataclass
 class LocalStats:
-    """Per-step local statistics, averaged over the batch; ``None`` where undefined (non-square)."""
+    """Per-step local statistics, averaged over the batch; ``None`` where undefined (non-square).
+
+    ``fro_se`` is the estimated standard error of ``fro`` (same units; 0 where ``fro`` is exact).
+    """
 
     fro: float
     sigma_max: float
@@ -51,6 +91,7 @@ class LocalStats:
     identity_gap: float | None
     sigma_min_kind: str | None
     method: str
+    fro_se: float = 0.0
 
 
 # Random signs come eight to a random byte, looked up in a table of the 256 sign patterns: 5.6x
@@ -105,7 +146,7 @@ def _explicit_group(Jm: torch.Tensor, square: bool, exact: bool, generator: torc
     M, n_out, n_in = J.shape
     fro = J.flatten(1).norm(dim=1) / n_in**0.5
     eye = torch.eye(n_in, dtype=J.dtype) if square else None
-    if exact:
+    if exact or max(n_out, n_in) <= EXPLICIT_SVD_MAX_DIM:
         s = torch.linalg.svdvals(J)
         gap = torch.linalg.svdvals(J - eye)[:, 0] if square else None
         return fro, s[:, 0], (s[:, -1] if square else None), gap, (SIGMA_MIN_EXACT if square else None), "exact"
@@ -127,7 +168,7 @@ def _top_singular_value(A: torch.Tensor, dtype: torch.dtype, v0: torch.Tensor) -
     scale = A.flatten(1).norm(dim=1)
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))
     # J^T (J v) as two matrix-vector products: O(n^2) per iteration instead of forming J^T J, O(n^3).
-    top = lanczos_top_eigenvalue(_gram_matvec((A / scale[:, None, None]).to(dtype)), v0).value
+    top = lanczos_top_eigenvalue(_gram_matvec((A / scale[:, None, None]).to(dtype)), v0, rtol=EXPLICIT_LANCZOS_RTOL).value
     return top.sqrt() * scale
 
 
@@ -143,21 +184,21 @@ def _gram_matvec(A: torch.Tensor):
 
 def _inverse_sigma_min(J: torch.Tensor, v0: torch.Tensor) -> torch.Tensor:
     """sigma_min per matrix as 1/sqrt(top eigenvalue of (J^T J)^{-1}); 0 where J is singular."""
-    LU, piv, info = torch.linalg.lu_factor_ex(J)
+    LU, piv, info = _linalg.lu_factor_ex(J)
     singular = info != 0
     if bool(singular.all()):
         return torch.zeros(J.shape[0], dtype=J.dtype)
     # Singular matrices would poison the shared Lanczos run; give them the identity and zero them after.
     if bool(singular.any()):
         eye = torch.eye(J.shape[-1], dtype=J.dtype).expand_as(J)
-        LU, piv, _ = torch.linalg.lu_factor_ex(torch.where(singular[:, None, None], eye, J))
+        LU, piv, _ = _linalg.lu_factor_ex(torch.where(singular[:, None, None], eye, J))
 
     def matvec(v: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
         lu, p = (LU, piv) if rows is None else (LU[rows], piv[rows])
-        w = torch.linalg.lu_solve(lu, p, v[..., None], adjoint=True)  # J^{-T} v
-        return torch.linalg.lu_solve(lu, p, w)[..., 0]  # J^{-1} J^{-T} v = (J^T J)^{-1} v
+        w = _linalg.lu_solve(lu, p, v[..., None], adjoint=True)  # J^{-T} v
+        return _linalg.lu_solve(lu, p, w)[..., 0]  # J^{-1} J^{-T} v = (J^T J)^{-1} v
 
-    lam = lanczos_top_eigenvalue(matvec, v0).value
+    lam = lanczos_top_eigenvalue(matvec, v0, rtol=EXPLICIT_LANCZOS_RTOL).value
     out = torch.where(torch.isfinite(lam) & (lam > 0), lam.clamp_min(1e-300).rsqrt(), torch.zeros_like(lam))
     return torch.where(singular, torch.zeros_like(out), out)
 
@@ -303,8 +344,11 @@ def matrix_free_stats(
     shape = {k: tuple(lin.states[k].shape[1:]) for k in ks}
     flat_vs = [rademacher((probes, B, lin.n_in[k]), generator, dtype) for k in ks]  # (P, B, n_in)
     outs = lin.jvp_all(ks, [as_native(v, shape[k]) for k, v in zip(ks, flat_vs)])
-    sq_fro = {k: tangent_norms(o).square().mean(0) for k, o in zip(ks, outs)}  # (B,) ~ ||J||_F^2, float64
+    samples = {k: tangent_norms(o).square() for k, o in zip(ks, outs)}  # (P, B): ||J v_p||^2, float64
+    _add_probes_until_precise(lin, ks, samples, generator, dtype)
+    sq_fro = {k: sq.mean(0) for k, sq in samples.items()}  # (B,) ~ ||J||_F^2
     fro = {k: (sq / lin.n_in[k]).sqrt() for k, sq in sq_fro.items()}
+    fro_se = {k: float(_fro_standard_error(sq, lin.n_in[k])[0]) for k, sq in samples.items()}
 
     square = {k: lin.n_in[k] == lin.n_out[k] and with_min for k in ks}
     op = _StackedGram(lin, ks, square, sq_fro)
@@ -339,7 +383,61 @@ def matrix_free_stats(
         if square[k]:
             gap = top[i, 1]
             smin = (1.0 - gap).clamp_min(0.0)
-            result[k] = LocalStats(_mean(fro[k]), _mean(smax), _mean(smin), _mean(gap), SIGMA_MIN_WEYL, "matrix-free")
+            result[k] = LocalStats(_mean(fro[k]), _mean(smax), _mean(smin), _mean(gap), SIGMA_MIN_WEYL, "matrix-free",
+                                   fro_se[k])
         else:
-            result[k] = LocalStats(_mean(fro[k]), _mean(smax), None, None, None, "matrix-free")
+            result[k] = LocalStats(_mean(fro[k]), _mean(smax), None, None, None, "matrix-free", fro_se[k])
     return result
+
+
+def _fro_standard_error(samples: torch.Tensor, n_in: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch mean of the Hutchinson RMS singular values and its standard error.
+
+    ``samples: (P, B)`` are ||J v_p||^2 for Rademacher v_p. Per example, the mean m_b estimates
+    ||J||_F^2 with standard error s_b / sqrt(P) (s_b the sample standard deviation); the RMS value
+    sqrt(m_b / n_in) then has standard error sqrt(m_b / n_in) * s_b / (2 m_b sqrt(P)) (delta method),
+    and the batch mean of B independent examples sqrt(sum_b se_b^2) / B. Returns two 0-d float64
+    tensors ``(standard error, mean)``; the error is +inf for a single probe (no spread to measure).
+    """
+    P, B = samples.shape
+    m = samples.mean(0)
+    rms = (m / n_in).sqrt()
+    if P < 2:
+        return torch.tensor(float("inf"), dtype=torch.float64), rms.mean()
+    sd = samples.std(0)
+    se_b = torch.where(m > 0, rms * sd / (2 * m.clamp_min(torch.finfo(m.dtype).tiny) * P**0.5), torch.zeros_like(m))
+    return se_b.square().sum().sqrt() / B, rms.mean()
+
+
+def _add_probes_until_precise(
+    lin: LinearizedChain, ks: list[int], samples: dict[int, torch.Tensor], generator: torch.Generator, dtype: torch.dtype
+) -> None:
+    """Append Hutchinson samples ``(P', B)`` to ``samples[k]`` until each step's relative standard
+    error is at most HUTCHINSON_RSE_TARGET or it has HUTCHINSON_MAX_PROBES probes.
+
+    The error falls as 1/sqrt(P): each round asks for the count that the current spread says is
+    enough (plus a quarter, since the spread is itself estimated), so one or two rounds suffice.
+    The new probes of all steps that need them go through `LinearizedChain.jvp_all` together.
+    """
+    for _ in range(HUTCHINSON_MAX_ROUNDS):
+        want: dict[int, int] = {}
+        for k in ks:
+            P = samples[k].shape[0]
+            se, mean = _fro_standard_error(samples[k], lin.n_in[k])
+            rse = float(se / mean) if float(mean) > 0 else 0.0
+            if rse <= HUTCHINSON_RSE_TARGET or P >= HUTCHINSON_MAX_PROBES:
+                continue
+            need = 2 * P if math.isinf(rse) else math.ceil(1.25 * P * (rse / HUTCHINSON_RSE_TARGET) ** 2)
+            want[k] = min(HUTCHINSON_MAX_PROBES, max(need, P + 1)) - P
+        if not want:
+            return
+        todo = list(want)
+        while todo:  # chunks of at most HUTCHINSON_CHUNK probes bound the memory of one pass
+            # One pass per chunk size: batched autograd needs the same probe count on every step.
+            m = min(HUTCHINSON_CHUNK, *(want[k] for k in todo))
+            vs = [as_native(rademacher((m, lin.batch, lin.n_in[k]), generator, dtype), tuple(lin.states[k].shape[1:]))
+                  for k in todo]
+            for k, o in zip(todo, lin.jvp_all(todo, vs)):
+                samples[k] = torch.cat([samples[k], tangent_norms(o).square()])
+                want[k] -= m
+            todo = [k for k in todo if want[k] > 0]

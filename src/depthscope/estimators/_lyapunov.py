@@ -12,8 +12,10 @@ from typing import Callable, Sequence
 
 import torch
 import torch.autograd.forward_ad as fwAD
+from torch import nn
 
-from depthscope._errors import InputError, NonFiniteError
+from depthscope._errors import InputError, NonFiniteError, check_count, check_seed
+from depthscope.chain._batch import check_batch
 from depthscope.chain._chain import Chain, run_step
 from depthscope.estimators._layout import as_native
 from depthscope.estimators._propagate import benettin_step
@@ -32,12 +34,16 @@ class LyapunovResult:
         log_frame_norms: ``(L, B)`` log ||J(0 -> k) Q_0||_F after each step (`benettin` with
             ``frame_norms=True``; else None). For a Haar-random frame of k orthonormal columns,
             (n_0 / k) ||J Q_0||_F^2 is an unbiased estimate of ||J||_F^2.
+        log_column_norms: ``(L, k, B)`` log ||J(0 -> k) q_i|| of each column of Q_0 (with
+            ``frame_norms=True``; else None); their squares sum to the frame norm's square, and
+            their spread gives the estimate's standard error.
     """
 
     exponents: torch.Tensor
     per_example: torch.Tensor
     steps: int
     log_frame_norms: torch.Tensor | None = None
+    log_column_norms: torch.Tensor | None = None
 
 
 def random_frame(k: int, like: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -72,7 +78,7 @@ def benettin(
     total = torch.zeros(m0, B, dtype=torch.float64)
     M = torch.eye(m0, dtype=torch.float64).expand(B, m0, m0)
     acc = torch.zeros(B, dtype=torch.float64)
-    norms = []
+    norms, columns = [], []
     for k in ks:
         keep = min(q.shape[0], n_out[k])
         if frame_norms:
@@ -82,13 +88,15 @@ def benettin(
             M = M / torch.where(s > 0, s, torch.ones_like(s))[:, None, None]
             acc = acc + torch.log(s)
             norms.append(acc.clone())
+            columns.append((torch.log(M.norm(dim=1)) + acc[:, None]).T)  # (m0, B): J(0 -> k) q_i = Q_k M e_i
         else:
             q, logs = benettin_step(apply(k, q), keep)
         total = total[:keep] + logs
     per_example = (total[:report] / max(1, len(ks))).T  # (B, keep)
     per_example = per_example.sort(dim=1, descending=True).values
     frame = torch.stack(norms) if frame_norms and norms else None
-    return LyapunovResult(per_example.mean(0), per_example, len(ks), frame)
+    cols = torch.stack(columns) if frame_norms and columns else None
+    return LyapunovResult(per_example.mean(0), per_example, len(ks), frame, cols)
 
 
 def _stream_apply(step, k: int, x: torch.Tensor, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -112,7 +120,9 @@ def _stream_apply(step, k: int, x: torch.Tensor, q: torch.Tensor) -> tuple[torch
     return y, torch.stack(outs)
 
 
-def lyapunov(chain: Chain, x: torch.Tensor, k: int = 1, seed: int = 0, transient: int = 0) -> LyapunovResult:
+def lyapunov(
+    chain: Chain | Sequence | nn.Module, x: torch.Tensor, k: int = 1, seed: int = 0, transient: int = 0
+) -> LyapunovResult:
     """Top-``k`` Lyapunov exponents (per step) of ``chain`` started at ``x: (B, *S_0)``.
 
     Streams over the steps (nothing is kept from earlier steps), so chains of 10^5 steps of a small
@@ -120,13 +130,24 @@ def lyapunov(chain: Chain, x: torch.Tensor, k: int = 1, seed: int = 0, transient
     frame and are not averaged (their effect on the mean decays like 1/L, not faster). `probe` runs the same Benettin update on its own
     linearisation of the chain.
 
+    ``chain`` may also be a list of steps (as `Chain` takes them) or an ``nn.Module`` (its blocks found
+    by `Chain.from_module` on ``x``), as in `depthscope.probe`.
+
     Raises:
         NonFiniteError: the state became NaN/Inf at some step (named).
+        InputError: ``x`` is not a batch ``(B, *S)``, ``k``, ``transient`` or ``seed`` is not a
+            fitting integer, or ``chain`` is none of the kinds above.
     """
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
-    if transient < 0:
-        raise ValueError(f"transient must be >= 0, got {transient}")
+    check_batch(x)
+    k = check_count("k", k, 1)
+    transient = check_count("transient", transient, 0)
+    seed = check_seed(seed)
+    if isinstance(chain, (list, tuple)):
+        chain = Chain(chain)
+    elif isinstance(chain, nn.Module):
+        chain = Chain.from_module(chain, example=x)
+    elif not isinstance(chain, Chain):
+        raise InputError(f"lyapunov takes a Chain, a list of steps or an nn.Module, not a {type(chain).__name__}")
     gen = torch.Generator().manual_seed(seed)
     state = x.detach()
     q = None

@@ -10,12 +10,15 @@ from rich.table import Table
 from rich.text import Text
 
 from depthscope.probe._report import Report
+from depthscope.probe._verdict import DOMINANT_SHARE
 
 # Unicode eighth-blocks for the sparkline of cum_log_fro.
 SPARK = "▁▂▃▄▅▆▇█"
 # Tables longer than this show the first and last rows only (a 10,000-step chain stays readable).
 MAX_ROWS = 40
 VERDICT_STYLE = {"stable": "bold green", "vanishing": "bold blue", "exploding": "bold red"}
+# The line saying what drives the verdict fits a standard terminal.
+LINE_WIDTH = 80
 
 
 def _fmt(v: float | None, digits: int = 3) -> str:
@@ -73,13 +76,62 @@ def report_table(report: Report) -> Table:
     return table
 
 
+def _shorten(name: str, width: int) -> str:
+    """``name`` cut in the middle to at most ``width`` characters (block paths keep both ends)."""
+    if len(name) <= width:
+        return name
+    keep = max(1, width - 1)
+    return name[: keep - keep // 2] + "…" + name[len(name) - keep // 2 :]
+
+
+def drivers_line(report: Report, width: int = LINE_WIDTH) -> str | None:
+    """One line of at most ``width`` characters: the body's verdict and the step that drives the chain's.
+
+    None when it would only repeat the chain's verdict (the body is the whole chain and no step
+    carries more than `DOMINANT_SHARE` of the log change). Old reports without these fields give None.
+    """
+    driver = report.dominant_step if (report.dominant_share or 0.0) > DOMINANT_SHARE and len(report) > 1 else None
+    whole = report.body_span is not None and report.body_span == [report.blocks[0].index, report.blocks[-1].index]
+    if driver is None and (whole or report.body_span is None):
+        return None
+    if report.body_span is None:
+        bodies = ["no body between stem and head"]
+    else:
+        span = f"body k={report.body_span[0]}–{report.body_span[1]}"
+        if report.body_verdict is None:
+            bodies = [f"{span}: gain not measured"]
+        else:
+            gain = f"{span} {report.body_verdict}: log gain {report.body_log_gain:+.3g}"
+            bodies = [f"{gain}, depth scale {_fmt(report.body_depth_scale)}", gain]
+    if driver is None:
+        return next((b for b in bodies if len(b) <= width), bodies[-1][:width])
+
+    def says(name: str, of: str) -> str:
+        if driver in report.zero_steps:
+            return f"{name!r} is zero (J = 0)"
+        return f"{report.dominant_share:.0%} {of}in {name!r}"
+
+    # Longest first: the depth scale is worth more than the words around the share.
+    for body, of in [(b, of) for b in bodies for of in ("of the log gain ", "of log gain ")] + [(bodies[-1], "")]:
+        line = f"{body}; {says(driver, of)}"
+        if len(line) <= width:
+            return line
+    room = width - len(f"{bodies[-1]}; {says('', '')}")
+    return f"{bodies[-1]}; {says(_shorten(driver, max(1, room)), '')}"[:width]
+
+
 def summary(report: Report) -> Text:
     style = VERDICT_STYLE.get(report.verdict, "bold")
     t = Text()
     t.append("verdict: ")
     t.append(report.verdict, style=style)
-    t.append(f"   end-to-end log gain {report.log_gain:+.3f} over {len(report)} steps")
-    t.append(f"   depth scale {_fmt(report.depth_scale)} steps (gain changes by e)\n")
+    t.append(f", end-to-end log gain {report.log_gain:+.3f} over {len(report)} steps")
+    t.append(f", depth scale {_fmt(report.depth_scale)}\n")
+    line = drivers_line(report)
+    if line is not None:
+        t.append(line + "\n")
+    for note in report.notes:
+        t.append(f"note: {note}\n", style="yellow")
     t.append("log gain 0→k  ")
     t.append(sparkline(report.column("cum_log_fro")), style="cyan")
     t.append(f"  [{_fmt(min(report.column('cum_log_fro')))} … {_fmt(max(report.column('cum_log_fro')))}]\n")
