@@ -42,8 +42,15 @@ def vit():
     """A ViT of two layers of width 64 on 32 px images in 8 px patches (16 tokens and CLS)."""
     from transformers import ViTConfig, ViTModel
 
-    cfg = ViTConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
-                    image_size=IMAGE_SIZE, patch_size=8, attn_implementation="eager")
+    cfg = ViTConfig(
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        image_size=IMAGE_SIZE,
+        patch_size=8,
+        attn_implementation="eager",
+    )
     model = ViTModel(cfg, add_pooling_layer=False).eval()
     x = torch.randn(1, 3, IMAGE_SIZE, IMAGE_SIZE)
     return ds.Chain.from_module(model, ["embeddings", "layers.*", "layernorm"], example=x), x
@@ -55,8 +62,9 @@ def vit_tv():
     embeddings), where 16 Hutchinson probes were up to 17% off; its head is zero-initialised."""
     from torchvision.models.vision_transformer import VisionTransformer
 
-    model = VisionTransformer(image_size=IMAGE_SIZE, patch_size=8, num_layers=2, num_heads=4, hidden_dim=64,
-                              mlp_dim=128, num_classes=10).eval()
+    model = VisionTransformer(
+        image_size=IMAGE_SIZE, patch_size=8, num_layers=2, num_heads=4, hidden_dim=64, mlp_dim=128, num_classes=10
+    ).eval()
     x = torch.randn(1, 3, IMAGE_SIZE, IMAGE_SIZE)
     return ds.Chain.from_module(model, ["encoder.layers.*"], example=x), x
 
@@ -65,8 +73,16 @@ def gpt2():
     """GPT-2 of two layers of width 512 (8 heads), one token: every step is 512 wide (explicit)."""
     from transformers import GPT2Config, GPT2Model
 
-    cfg = GPT2Config(n_embd=512, n_layer=2, n_head=8, vocab_size=VOCAB, n_positions=64, bos_token_id=0,
-                     eos_token_id=0, attn_implementation="eager")
+    cfg = GPT2Config(
+        n_embd=512,
+        n_layer=2,
+        n_head=8,
+        vocab_size=VOCAB,
+        n_positions=64,
+        bos_token_id=0,
+        eos_token_id=0,
+        attn_implementation="eager",
+    )
     ids = torch.randint(0, VOCAB, (2, 1))
     return ds.Chain.from_hf(GPT2Model(cfg).eval(), ids), ids
 
@@ -75,9 +91,20 @@ def llama():
     """A Llama of two layers of width 64 on 12 tokens (768-wide states: matrix-free)."""
     from transformers import LlamaConfig, LlamaModel
 
-    cfg = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, vocab_size=VOCAB, max_position_embeddings=64, use_cache=False,
-                      attn_implementation="eager", bos_token_id=0, eos_token_id=0, pad_token_id=0)
+    cfg = LlamaConfig(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=VOCAB,
+        max_position_embeddings=64,
+        use_cache=False,
+        attn_implementation="eager",
+        bos_token_id=0,
+        eos_token_id=0,
+        pad_token_id=0,
+    )
     model = LlamaModel(cfg).eval()
     ids = torch.randint(0, VOCAB, (1, TOKENS))
     return ds.Chain.from_module(model, ["embed_tokens", "layers.*", "norm"], example=ids), ids
@@ -100,8 +127,14 @@ ROUTES = {"gpt2": ("auto", "explicit")}
 
 def relative_errors(rep: ds.Report, ref: ds.Report) -> dict[str, list[float]]:
     """Relative errors of one report against the exact one, per quantity, over the steps."""
-    out: dict[str, list[float]] = {"local_fro": [], "sigma_max": [], "identity_gap": [], "cum_log_fro": [],
-                                   "fro/se": [], "cum/se": []}
+    out: dict[str, list[float]] = {
+        "local_fro": [],
+        "sigma_max": [],
+        "identity_gap": [],
+        "cum_log_fro": [],
+        "fro/se": [],
+        "cum/se": [],
+    }
     for b, e in zip(rep.blocks, ref.blocks):
         if e.local_fro > 0:
             err = b.local_fro / e.local_fro - 1
@@ -147,8 +180,10 @@ def main() -> None:
                     errs.setdefault(q, []).extend(v)
             t_probe = (time.perf_counter() - t0) / args.seeds
             routes = sorted({b.method for b in rep.blocks})
-            print(f"{name:9} ({len(ref.blocks)} steps; method={method}: {', '.join(routes)}; cumulative "
-                  f"{', '.join(sorted(frames))}; probe {t_probe:.2f} s, exact {t_exact:.2f} s)")
+            print(
+                f"{name:9} ({len(ref.blocks)} steps; method={method}: {', '.join(routes)}; cumulative "
+                f"{', '.join(sorted(frames))}; probe {t_probe:.2f} s, exact {t_exact:.2f} s)"
+            )
             for q, v in errs.items():
                 if v:
                     print(f"{'':9} {q:13} {statistics.median(v):9.2e} {max(v):9.2e}")

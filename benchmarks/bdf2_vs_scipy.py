@@ -118,8 +118,10 @@ def timed_part2(run, repeats=REPEATS):
 
 def line(label, rtol, nfev, njev, nlu, wall, err):
     scd = -np.log10(err)
-    print(f"  {label:14s} rtol={rtol:8.2e}  nfev={nfev:6d}  njev={njev:4d}  nlu={nlu:5d}  "
-          f"wall={wall * 1e3:8.1f} ms  scd={scd:5.2f}  err={err:.2e}")
+    print(
+        f"  {label:14s} rtol={rtol:8.2e}  nfev={nfev:6d}  njev={njev:4d}  nlu={nlu:5d}  "
+        f"wall={wall * 1e3:8.1f} ms  scd={scd:5.2f}  err={err:.2e}"
+    )
 
 
 def part1():
@@ -129,15 +131,20 @@ def part1():
         for rtol, (table_nfev, table_err) in TABLE[name].items():
             atol = np.asarray(p.atol) * ATOL_SCALE[rtol]
             print(f"{name}  row rtol={rtol:g}  (table: nfev {table_nfev}, err {table_err:.1e})")
-            ref, wall = timed(lambda: scipy.integrate.solve_ivp(
-                p.fun, p.t_span, p.y0, method=ScipyBDF2, rtol=rtol, atol=atol, jac=p.jac))
+            ref, wall = timed(
+                lambda: scipy.integrate.solve_ivp(
+                    p.fun, p.t_span, p.y0, method=ScipyBDF2, rtol=rtol, atol=atol, jac=p.jac
+                )
+            )
             ref_err = max_relative_error(ref.y[:, -1], p.y_ref)
             line("scipy-bdf2", rtol, ref.nfev, ref.njev, ref.nlu, wall, ref_err)
             if rtol == 1e-6:
-                st, wall = timed(lambda: scipy.integrate.solve_ivp(
-                    p.fun, p.t_span, p.y0, method="BDF", rtol=rtol, atol=atol, jac=p.jac))
-                line("scipy-bdf1-5", rtol, st.nfev, st.njev, st.nlu, wall,
-                     max_relative_error(st.y[:, -1], p.y_ref))
+                st, wall = timed(
+                    lambda: scipy.integrate.solve_ivp(
+                        p.fun, p.t_span, p.y0, method="BDF", rtol=rtol, atol=atol, jac=p.jac
+                    )
+                )
+                line("scipy-bdf1-5", rtol, st.nfev, st.njev, st.nlu, wall, max_relative_error(st.y[:, -1], p.y_ref))
             target = min(ref_err, table_err)
             chosen = None
             for j in range(GRID_STEPS + 1):
@@ -149,14 +156,17 @@ def part1():
             if chosen is None:
                 print("  ours: no tolerance on the grid reached the target error")
                 continue
-            res, wall = timed(lambda: solve_ivp(p.fun, p.t_span, p.y0, rtol=rtol * chosen,
-                                                atol=atol * chosen, jac=p.jac))
+            res, wall = timed(
+                lambda: solve_ivp(p.fun, p.t_span, p.y0, rtol=rtol * chosen, atol=atol * chosen, jac=p.jac)
+            )
             err = max_relative_error(res.y[:, -1], p.y_ref)
             line("ours (BDF-2)", rtol * chosen, res.nfev, res.njev, res.nlu, wall, err)
             ratio = res.nfev / table_nfev
             ratios.append(ratio)
-            print(f"  -> evaluations vs table {ratio:.2f}x (target <= 1.5), vs scipy-bdf2 this run "
-                  f"{res.nfev / ref.nfev:.2f}x; nlu {res.nlu} vs {ref.nlu}")
+            print(
+                f"  -> evaluations vs table {ratio:.2f}x (target <= 1.5), vs scipy-bdf2 this run "
+                f"{res.nfev / ref.nfev:.2f}x; nlu {res.nlu} vs {ref.nlu}"
+            )
     print(f"worst evaluations ratio vs table: {max(ratios):.2f}x over {len(ratios)} rows")
 
 
@@ -166,9 +176,15 @@ def scipy_loop(D, rtol, atol):
     nfev = 0
     for m in range(len(D)):
         f1, j1 = gray_scott_batch(SWEEP_K, D[m : m + 1])
-        sol = scipy.integrate.solve_ivp(lambda t, y: f1(t, y[None])[0], (0.0, SWEEP_T), SWEEP_X0,
-                                        method="BDF", rtol=rtol, atol=atol,
-                                        jac=lambda t, y: j1(t, y[None])[0])
+        sol = scipy.integrate.solve_ivp(
+            lambda t, y: f1(t, y[None])[0],
+            (0.0, SWEEP_T),
+            SWEEP_X0,
+            method="BDF",
+            rtol=rtol,
+            atol=atol,
+            jac=lambda t, y: j1(t, y[None])[0],
+        )
         finals[m] = sol.y[:, -1]
         nfev += sol.nfev
     return finals, nfev
@@ -185,8 +201,9 @@ def part2(repeats=1):
         ours_rtol, ours_atol = tolerances_for_local(rtol, atol)
         walls, cpus = [], []  # (batched, loop) per repeat
         for _ in range(repeats):  # alternate the two so that both see the same machine load
-            batch, t_batch, c_batch = timed_part2(lambda: solve_ivp(fun, (0.0, SWEEP_T), Y0, rtol=ours_rtol,
-                                                                    atol=ours_atol, jac=jac, batched=True))
+            batch, t_batch, c_batch = timed_part2(
+                lambda: solve_ivp(fun, (0.0, SWEEP_T), Y0, rtol=ours_rtol, atol=ours_atol, jac=jac, batched=True)
+            )
             (finals, nfev_loop), t_loop, c_loop = timed_part2(lambda: scipy_loop(D, rtol, atol), repeats=1)
             walls.append((t_batch, t_loop))
             cpus.append((c_batch, c_loop))
@@ -194,21 +211,36 @@ def part2(repeats=1):
         ratio = statistics.median(tl / tb for tb, tl in walls)
         cpu_ratio = statistics.median(tl / tb for tb, tl in cpus)
         diff = np.max(np.abs(batch.y[:, :, -1] - finals), axis=1)
-        print(f"rtol={rtol:g} atol={atol:g} per step (ours: rtol={ours_rtol:.3g}): batched {t_batch:.2f} s (success "
-              f"{batch.success}, rounds = max steps {batch.nsteps.max()}, median steps {int(np.median(batch.nsteps))}, "
-              f"fun calls {batch.nfev})")
-        print(f"  scipy BDF loop {t_loop:.2f} s ({nfev_loop} evaluations)  -> speed-up {ratio:.1f}x "
-              f"(target >= 20x); in CPU time {cpu_ratio:.1f}x")
+        print(
+            f"rtol={rtol:g} atol={atol:g} per step (ours: rtol={ours_rtol:.3g}): batched {t_batch:.2f} s (success "
+            f"{batch.success}, rounds = max steps {batch.nsteps.max()}, median steps {int(np.median(batch.nsteps))}, "
+            f"fun calls {batch.nfev})"
+        )
+        print(
+            f"  scipy BDF loop {t_loop:.2f} s ({nfev_loop} evaluations)  -> speed-up {ratio:.1f}x "
+            f"(target >= 20x); in CPU time {cpu_ratio:.1f}x"
+        )
         if repeats > 1:
-            print(f"  {repeats} repeats: batched " + ", ".join(f"{tb:.2f}" for tb, _ in walls) + " s; loop "
-                  + ", ".join(f"{tl:.2f}" for _, tl in walls) + " s; speed-ups "
-                  + ", ".join(f"{tl / tb:.1f}" for tb, tl in walls) + " (medians above)")
-        print(f"  final states: max |ours - scipy| median {np.median(diff):.1e}, 90th pct "
-              f"{np.percentile(diff, 90):.1e}, max {diff.max():.1e} (largest near D_H, where decay is slow)")
-        same, t_same, _ = timed_part2(lambda: solve_ivp(fun, (0.0, SWEEP_T), Y0, rtol=rtol, atol=atol, jac=jac,
-                                                        batched=True), repeats=1)
-        print(f"  ours at rtol={rtol:g} atol={atol:g} (global): batched {t_same:.2f} s (median steps "
-              f"{int(np.median(same.nsteps))}) -> speed-up {t_loop / t_same:.1f}x over the loop")
+            print(
+                f"  {repeats} repeats: batched "
+                + ", ".join(f"{tb:.2f}" for tb, _ in walls)
+                + " s; loop "
+                + ", ".join(f"{tl:.2f}" for _, tl in walls)
+                + " s; speed-ups "
+                + ", ".join(f"{tl / tb:.1f}" for tb, tl in walls)
+                + " (medians above)"
+            )
+        print(
+            f"  final states: max |ours - scipy| median {np.median(diff):.1e}, 90th pct "
+            f"{np.percentile(diff, 90):.1e}, max {diff.max():.1e} (largest near D_H, where decay is slow)"
+        )
+        same, t_same, _ = timed_part2(
+            lambda: solve_ivp(fun, (0.0, SWEEP_T), Y0, rtol=rtol, atol=atol, jac=jac, batched=True), repeats=1
+        )
+        print(
+            f"  ours at rtol={rtol:g} atol={atol:g} (global): batched {t_same:.2f} s (median steps "
+            f"{int(np.median(same.nsteps))}) -> speed-up {t_loop / t_same:.1f}x over the loop"
+        )
 
 
 def closed_form_errors(problem, rtol):
@@ -217,8 +249,9 @@ def closed_form_errors(problem, rtol):
     res = solve_ivp(problem.fun, problem.t_span, problem.y0, rtol=rtol, atol=CLOSED_FORM_ATOL, jac=problem.jac)
     out["ours"] = (global_relative_error(problem, res.t, res.y) if res.success else np.inf, res.nfev)
     for label, method in (("scipy-bdf1-5", "BDF"), ("scipy-bdf2", ScipyBDF2)):
-        ref = scipy.integrate.solve_ivp(problem.fun, problem.t_span, problem.y0, method=method, rtol=rtol,
-                                        atol=CLOSED_FORM_ATOL, jac=problem.jac)
+        ref = scipy.integrate.solve_ivp(
+            problem.fun, problem.t_span, problem.y0, method=method, rtol=rtol, atol=CLOSED_FORM_ATOL, jac=problem.jac
+        )
         out[label] = (global_relative_error(problem, ref.t, ref.y) if ref.success else np.inf, ref.nfev)
     return out
 
@@ -227,14 +260,17 @@ def part3():
     print("\n== Part 3: global error against closed-form solutions (atol 1e-12, Jacobians analytic) ==")
     print("   error = max over output times of ||y - exact|| / ||exact||; per unit = error / (rtol x condition)")
     labels = ("ours", "scipy-bdf1-5", "scipy-bdf2")
-    print(f"  {'problem':18s} {'rtol':>6s} {'cond':>5s}  " + "  ".join(f"{lab:>27s}" for lab in labels)
-          + "  ours/scipy")
+    print(
+        f"  {'problem':18s} {'rtol':>6s} {'cond':>5s}  " + "  ".join(f"{lab:>27s}" for lab in labels) + "  ours/scipy"
+    )
     worst_unit, worst_ratio = 0.0, 0.0
     for rtol in CLOSED_FORM_RTOLS:
         for p in CLOSED_FORM_PROBLEMS.values():
             errs = closed_form_errors(p, rtol)
-            cells = [f"{errs[lab][0]:8.2e} ({errs[lab][0] / (rtol * p.condition):5.2f}/u, {errs[lab][1]:5d} f)"
-                     for lab in labels]
+            cells = [
+                f"{errs[lab][0]:8.2e} ({errs[lab][0] / (rtol * p.condition):5.2f}/u, {errs[lab][1]:5d} f)"
+                for lab in labels
+            ]
             ratio = errs["ours"][0] / errs["scipy-bdf1-5"][0]
             worst_unit = max(worst_unit, errs["ours"][0] / (rtol * p.condition))
             worst_ratio = max(worst_ratio, ratio)

@@ -57,8 +57,16 @@ def _gpt2(attn: str):
         from transformers import GPT2Config, GPT2Model
 
         torch.manual_seed(0)
-        config = GPT2Config(n_layer=6, n_embd=128, n_head=4, n_positions=64, vocab_size=500,
-                            bos_token_id=0, eos_token_id=0, attn_implementation=attn)
+        config = GPT2Config(
+            n_layer=6,
+            n_embd=128,
+            n_head=4,
+            n_positions=64,
+            vocab_size=500,
+            bos_token_id=0,
+            eos_token_id=0,
+            attn_implementation=attn,
+        )
         model = GPT2Model(config).eval()
         ids = torch.randint(0, 500, (4, 16), generator=torch.Generator().manual_seed(0))
         return lambda: ds.probe(ds.Chain.from_hf(model, ids), ids)
@@ -97,8 +105,10 @@ def main() -> None:
             coupling.append(SPENT["coupling"])
             finite.append(SPENT["finite"])
         total = statistics.median(totals)
-        print(f"{name:46s} {total:8.3f} {100 * statistics.median(coupling) / total:8.2f}% "
-              f"{100 * statistics.median(finite) / total:7.2f}%")
+        print(
+            f"{name:46s} {total:8.3f} {100 * statistics.median(coupling) / total:8.2f}% "
+            f"{100 * statistics.median(finite) / total:7.2f}%"
+        )
 
 
 if __name__ == "__main__":

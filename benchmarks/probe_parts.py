@@ -20,11 +20,10 @@ import argparse
 import torch
 
 import depthscope as ds
+from _timing import median_time  # benchmarks/_timing.py
 from depthscope.estimators._layout import as_native
 from depthscope.estimators._linearized import LinearizedChain
 from depthscope.estimators._local import rademacher
-
-from _timing import median_time  # benchmarks/_timing.py
 
 # resnet56 sizes: 16 probes of a 16 x 32 x 32 state; 29 Lanczos problems of 16384 entries.
 PROBES, STATE = 16, (16, 32, 32)
@@ -48,29 +47,50 @@ def main() -> None:
     n = PROBES * torch.Size(STATE).numel()
     print(f"depthscope {ds.__version__}, torch {torch.__version__}, 1 thread, CPU clock, medians of {args.repeats}")
 
-    line(f"{n} Rademacher signs", "sign table", median_ms(lambda: rademacher((n,), gen, torch.float32), args.repeats),
-         "one integer per sign",
-         median_ms(lambda: torch.randint(0, 2, (n,), generator=gen).float().mul_(2).sub_(1), args.repeats))
+    line(
+        f"{n} Rademacher signs",
+        "sign table",
+        median_ms(lambda: rademacher((n,), gen, torch.float32), args.repeats),
+        "one integer per sign",
+        median_ms(lambda: torch.randint(0, 2, (n,), generator=gen).float().mul_(2).sub_(1), args.repeats),
+    )
 
     q, w = torch.randn(PROBLEMS, LENGTH, generator=gen), torch.randn(PROBLEMS, LENGTH, generator=gen)
-    line(f"<q, w> for {PROBLEMS} vectors of {LENGTH}", "vecdot", median_ms(lambda: torch.linalg.vecdot(q, w), args.repeats),
-         "bmm", median_ms(lambda: torch.bmm(q.unsqueeze(1), w.unsqueeze(2)), args.repeats))
+    line(
+        f"<q, w> for {PROBLEMS} vectors of {LENGTH}",
+        "vecdot",
+        median_ms(lambda: torch.linalg.vecdot(q, w), args.repeats),
+        "bmm",
+        median_ms(lambda: torch.bmm(q.unsqueeze(1), w.unsqueeze(2)), args.repeats),
+    )
 
     t = as_native(torch.randn(PROBES, 1, n // PROBES, generator=gen), STATE)
     dims = tuple(range(2, t.ndim))
-    line(f"norms of {PROBES} float32 tangents {STATE}", "float32 sums",
-         median_ms(lambda: torch.linalg.vector_norm(t, dim=dims), args.repeats), "float64 sums",
-         median_ms(lambda: torch.linalg.vector_norm(t, dim=dims, dtype=torch.float64), args.repeats))
+    line(
+        f"norms of {PROBES} float32 tangents {STATE}",
+        "float32 sums",
+        median_ms(lambda: torch.linalg.vector_norm(t, dim=dims), args.repeats),
+        "float64 sums",
+        median_ms(lambda: torch.linalg.vector_norm(t, dim=dims, dtype=torch.float64), args.repeats),
+    )
 
     for c, hw in ((16, 32), (32, 16), (64, 8)):  # resnet56's three stages, one tangent
         w = torch.randn(c, c, 3, 3, generator=gen).contiguous(memory_format=torch.channels_last)
         u = torch.randn(1, c, hw, hw, generator=gen).contiguous(memory_format=torch.channels_last)
         like = torch.empty_like(u)
         flipped = w.flip(2, 3).transpose(0, 1).contiguous(memory_format=torch.channels_last)
-        line(f"J^T u of a 3x3 convolution, {c} channels {hw}x{hw}", "flipped-kernel convolution",
-             median_ms(lambda: torch.conv2d(u, flipped, None, 1, 1), args.repeats * 10),
-             "convolution_backward", median_ms(lambda: torch.ops.aten.convolution_backward(
-                 u, like, w, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1, [True, False, False]), args.repeats * 10))
+        line(
+            f"J^T u of a 3x3 convolution, {c} channels {hw}x{hw}",
+            "flipped-kernel convolution",
+            median_ms(lambda: torch.conv2d(u, flipped, None, 1, 1), args.repeats * 10),
+            "convolution_backward",
+            median_ms(
+                lambda: torch.ops.aten.convolution_backward(
+                    u, like, w, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1, [True, False, False]
+                ),
+                args.repeats * 10,
+            ),
+        )
 
     torch.manual_seed(0)
     model = ds.create_model("resnet56").eval()
@@ -89,8 +109,13 @@ def main() -> None:
             for f in (op.jvp, op.vjp):
                 if hasattr(f, "inplace"):
                     del f.inplace
-    line(f"J v for {PROBES} tangents through resnet56's {len(ks)} tape steps", "in place", t_in_place,
-         "allocating", median_ms(sweep, max(3, args.repeats // 10)))
+    line(
+        f"J v for {PROBES} tangents through resnet56's {len(ks)} tape steps",
+        "in place",
+        t_in_place,
+        "allocating",
+        median_ms(sweep, max(3, args.repeats // 10)),
+    )
 
 
 if __name__ == "__main__":

@@ -78,6 +78,7 @@ def naive(model, x):
         smax.append(float(torch.linalg.svdvals(J)[0]))
     cum = []
     for k in range(1, len(fns) + 1):
+
         def upto(z, k=k):
             h = z.unsqueeze(0)
             for f in fns[:k]:
@@ -146,8 +147,10 @@ def main() -> None:
     ap.add_argument("--naive-threads", type=int, default=None, help="time the naive method once, at this many threads")
     args = ap.parse_args()
     default_threads = torch.get_num_threads()
-    print(f"depthscope {ds.__version__}, torch {torch.__version__}, depth {DEPTH}, batch 1, wall time, "
-          f"medians of {args.rounds} interleaved rounds (torch's default: {default_threads} threads)")
+    print(
+        f"depthscope {ds.__version__}, torch {torch.__version__}, depth {DEPTH}, batch 1, wall time, "
+        f"medians of {args.rounds} interleaved rounds (torch's default: {default_threads} threads)"
+    )
     short = []
     models, naive_runs = {}, {}
 
@@ -177,11 +180,17 @@ def main() -> None:
             for name in CONFIGS:
                 speedup = t_naive / t[name]
                 target = TARGETS.get(width)
-                mark = "" if target is None else (" (target met)" if speedup >= target else f" (BELOW the {target:.0f}x target)")
+                mark = (
+                    ""
+                    if target is None
+                    else (" (target met)" if speedup >= target else f" (BELOW the {target:.0f}x target)")
+                )
                 if target is not None and speedup < target:
                     short.append(f"{threads} thread(s), width {width}, {name}")
-                print(f"    {name:16s} {t[name]:7.3f} s  {speedup:6.1f}x vs naive{mark}  "
-                      f"routes {reps[name].settings['local_routes']}")
+                print(
+                    f"    {name:16s} {t[name]:7.3f} s  {speedup:6.1f}x vs naive{mark}  "
+                    f"routes {reps[name].settings['local_routes']}"
+                )
             if args.best_exact:
                 (cum_ex, _), t_exact = timed(lambda: best_exact(model, x), 1)
                 print(f"    best exact       {t_exact:7.3f} s  ({t_exact / t[NAIVE_SET]:.1f}x the probe's naive set)")
@@ -189,7 +198,9 @@ def main() -> None:
             rep = ds.probe(model, x, loss=lambda out: out.sum(), sigma_min=False, lyapunov=0)
             fro_err = rel_err(rep.column("local_fro"), ref["fro"])
             smax_err = rel_err(rep.column("local_sigma_max"), ref["smax"])
-            cum_err = max(abs(torch.expm1(torch.tensor(a - b)).item()) for a, b in zip(rep.column("cum_log_fro"), ref["cum"]))
+            cum_err = max(
+                abs(torch.expm1(torch.tensor(a - b)).item()) for a, b in zip(rep.column("cum_log_fro"), ref["cum"])
+            )
             ratio_err = rel_err(rep.column("grad_ratio"), ref["ratio"])
             print(
                 f"    max relative error: local Frobenius {fro_err:.2%}, sigma_max {smax_err:.2%}, "

@@ -21,9 +21,7 @@ import time
 import torch
 
 import depthscope as ds
-
 from _timing import median_time  # benchmarks/_timing.py
-
 
 # Forward+backward passes timed per round: their median is the round's unit.
 FB_PER_ROUND = 5
@@ -80,8 +78,10 @@ def main() -> None:
 
     rep = reports[True]
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"depthscope {ds.__version__}, torch {torch.__version__}, {args.threads} threads, {args.clock} clock, "
-          f"{args.rounds} rounds, medians")
+    print(
+        f"depthscope {ds.__version__}, torch {torch.__version__}, {args.threads} threads, {args.clock} clock, "
+        f"{args.rounds} rounds, medians"
+    )
     print(
         f"{args.model} (width {args.width}, {n_params / 1e6:.2f}M params, {len(rep)} chain steps, batch 1): "
         f"forward+backward {med(rows['fb']) * 1e3:.1f} ms | without sigma_min/gap (the issue's full probe) "
@@ -93,8 +93,10 @@ def main() -> None:
             f"    against a channels-last forward+backward ({med(rows['cl']) * 1e3:.1f} ms): without sigma_min/gap "
             f"{ratio(rows[False], rows['cl'])} | with {ratio(rows[True], rows['cl'])}"
         )
-    print(f"    verdict {rep.verdict}, log gain {rep.log_gain:+.3f}, top Lyapunov {rep.lyapunov[0]:+.4f}, "
-          f"routes {rep.settings['jacobian_routes']}, methods {sorted(set(rep.column('method')))}")
+    print(
+        f"    verdict {rep.verdict}, log gain {rep.log_gain:+.3f}, top Lyapunov {rep.lyapunov[0]:+.4f}, "
+        f"routes {rep.settings['jacobian_routes']}, methods {sorted(set(rep.column('method')))}"
+    )
     if args.skip_tiny:
         return
     print("tiny-size probe of every registered model (batch 2, lyapunov 4):")

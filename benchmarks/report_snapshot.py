@@ -26,8 +26,12 @@ import depthscope as ds
 SEED = 0
 DEPTH = 64
 # Field names across report versions: a renamed field is compared under its new name.
-RENAMED = {"local_fro": "local_rms", "local_fro_se": "local_rms_se", "cum_log_fro": "cum_log_rms",
-           "cum_log_fro_se": "cum_log_rms_se"}
+RENAMED = {
+    "local_fro": "local_rms",
+    "local_fro_se": "local_rms_se",
+    "cum_log_fro": "cum_log_rms",
+    "cum_log_fro_se": "cum_log_rms_se",
+}
 
 
 def _cases():
@@ -35,8 +39,11 @@ def _cases():
         torch.manual_seed(SEED)
         model = ds.create_model("resnet_mlp", depth=DEPTH, width=width)
         x = torch.randn(1, width, generator=torch.Generator().manual_seed(SEED))
-        for name, kw in {"defaults": {}, "sigma_min=False": dict(sigma_min=False),
-                         "naive's set": dict(sigma_min=False, lyapunov=0)}.items():
+        for name, kw in {
+            "defaults": {},
+            "sigma_min=False": dict(sigma_min=False),
+            "naive's set": dict(sigma_min=False, lyapunov=0),
+        }.items():
             yield f"probe_vs_exact w{width} {name}", model, x, kw
     torch.manual_seed(SEED)
     model = ds.create_model("resnet56").eval()

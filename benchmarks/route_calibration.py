@@ -67,8 +67,13 @@ class Case:
 def cases(quick: bool) -> list[Case]:
     widths = [16, 64, 256] if quick else [16, 32, 64, 128, 256, 512]
     batches = [1, 8] if quick else [1, 8, 64]
-    out = [Case(w, b, m, "tape", torch.float32) for w in widths for b in batches for m in (False, True)
-           if b * w * w <= MAX_ENTRIES]
+    out = [
+        Case(w, b, m, "tape", torch.float32)
+        for w in widths
+        for b in batches
+        for m in (False, True)
+        if b * w * w <= MAX_ENTRIES
+    ]
     out += [Case(w, b, False, "autograd", torch.float32) for w in (32, 128, 256) for b in (1, 8)]
     out += [Case(w, b, True, "tape", torch.float64) for w in (64, 256) for b in (1, 8)]
     return out
@@ -118,8 +123,13 @@ def features(case: Case, a: float = 1.0, g: float = 0.0) -> tuple[list[float], l
     s = case.dtype.itemsize / 4
     sq = 1.0 if case.with_min else 0.0
     fe = [1.0, a * s * B * m * W, B * W, sq * B * W, sq * B * m**3]
-    fm = [1 + g, sq * (1 + g), a * s * W, a * s * W * sq,
-          a * s * B * W * (PROBES + _routes.MF_LANCZOS_PASSES * (1 + sq))]
+    fm = [
+        1 + g,
+        sq * (1 + g),
+        a * s * W,
+        a * s * W * sq,
+        a * s * B * W * (PROBES + _routes.MF_LANCZOS_PASSES * (1 + sq)),
+    ]
     return fe, fm
 
 
@@ -129,12 +139,21 @@ def fit(rows: list[tuple[Case, float, float]]) -> dict[str, float]:
     tape = [(c, te, tm) for c, te, tm in rows if c.route == "tape"]
     ce, _ = nnls(np.array([np.array(features(c)[0]) / te for c, te, _ in tape]), np.ones(len(tape)))
     cm, _ = nnls(np.array([np.array(features(c)[1]) / tm for c, _, tm in tape]), np.ones(len(tape)))
-    out = dict(EXPLICIT_STEP_S=ce[0], EXPLICIT_BUILD_S=ce[1], EXPLICIT_DENSE_S=ce[2],
-               EXPLICIT_SQUARE_EXTRA=ce[3] / ce[2] if ce[2] > 0 else 0.0, EXPLICIT_LU_S=ce[4],
-               MF_STEP_S=cm[0], MF_SQUARE_STEP_S=cm[1], MF_READ_S=cm[2],
-               MF_READ_SQUARE_EXTRA=cm[3] / cm[2] if cm[2] > 0 else 0.0, MF_TANGENT_S=cm[4])
+    out = dict(
+        EXPLICIT_STEP_S=ce[0],
+        EXPLICIT_BUILD_S=ce[1],
+        EXPLICIT_DENSE_S=ce[2],
+        EXPLICIT_SQUARE_EXTRA=ce[3] / ce[2] if ce[2] > 0 else 0.0,
+        EXPLICIT_LU_S=ce[4],
+        MF_STEP_S=cm[0],
+        MF_SQUARE_STEP_S=cm[1],
+        MF_READ_S=cm[2],
+        MF_READ_SQUARE_EXTRA=cm[3] / cm[2] if cm[2] > 0 else 0.0,
+        MF_TANGENT_S=cm[4],
+    )
     auto = [(c, te, tm) for c, te, tm in rows if c.route == "autograd"]
     if auto:
+
         def err(a: float, g: float) -> float:
             total = 0.0
             for c, te, tm in auto:
@@ -150,8 +169,7 @@ def fit(rows: list[tuple[Case, float, float]]) -> dict[str, float]:
 
 # A forced route measured this many times slower than the other in the first round is not rerun.
 SLOW_ONCE = 5.0
-WHOLE_CASES = [("resnet_mlp", dict(depth=64, width=256)), ("resnet_mlp", dict(depth=64, width=1024)),
-               ("resnet56", {})]
+WHOLE_CASES = [("resnet_mlp", dict(depth=64, width=256)), ("resnet_mlp", dict(depth=64, width=1024)), ("resnet56", {})]
 
 
 def whole_probes(rounds: int) -> None:
@@ -183,8 +201,10 @@ def whole_probes(rounds: int) -> None:
             worst = max(worst, med["auto"] / best)
             explicit = f"{med['explicit']:9.3f}" if "explicit" in med else f"{'not run':>9s}"
             label = f"{name} {kw.get('width', '')} sigma_min={with_min}"
-            print(f"{label:34s} {med['auto']:8.3f} {explicit} {med['matrix-free']:12.3f}  {med['auto'] / best:9.2f}  "
-                  f"{reps['auto'].settings['local_routes']}")
+            print(
+                f"{label:34s} {med['auto']:8.3f} {explicit} {med['matrix-free']:12.3f}  {med['auto'] / best:9.2f}  "
+                f"{reps['auto'].settings['local_routes']}"
+            )
     print(f"worst auto/best: {worst:.2f}")
 
 
@@ -199,8 +219,10 @@ def main() -> None:
     if args.whole_only:
         whole_probes(args.rounds)
         return
-    print(f"depthscope {ds.__version__}, torch {torch.__version__}, 1 thread, CPU time, medians of "
-          f"{args.rounds} interleaved rounds, seconds per step (residual-MLP blocks)")
+    print(
+        f"depthscope {ds.__version__}, torch {torch.__version__}, 1 thread, CPU time, medians of "
+        f"{args.rounds} interleaved rounds, seconds per step (residual-MLP blocks)"
+    )
     rows = []
     for case in cases(args.quick):
         try:
@@ -214,7 +236,9 @@ def main() -> None:
     for name, value in fit(rows).items():
         print(f"    {name:24s} = {value:.3g}   [{getattr(_routes, name):.3g}]")
     print("\ncalibration table (prediction from the stored constants):")
-    print(f"{'case':34s} {'explicit pred/meas ms':>22s} {'matrix-free pred/meas ms':>25s}  chosen       best         chosen/best")
+    print(
+        f"{'case':34s} {'explicit pred/meas ms':>22s} {'matrix-free pred/meas ms':>25s}  chosen       best         chosen/best"
+    )
     worst = 1.0
     for case, te, tm in rows:
         cost = _routes.step_cost(case.width, case.width, case.batch, case.dtype, case.with_min, case.route, PROBES)
@@ -223,8 +247,10 @@ def main() -> None:
         t_chosen = te if chosen == _routes.ROUTE_EXPLICIT else tm
         ratio = t_chosen / min(te, tm)
         worst = max(worst, ratio)
-        print(f"{case.label():34s} {cost.explicit_s * 1e3:10.3f} /{te * 1e3:9.3f} {cost.matrix_free_s * 1e3:12.3f} /{tm * 1e3:9.3f}"
-              f"  {chosen:12s} {best:12s} {ratio:6.2f}")
+        print(
+            f"{case.label():34s} {cost.explicit_s * 1e3:10.3f} /{te * 1e3:9.3f} {cost.matrix_free_s * 1e3:12.3f} /{tm * 1e3:9.3f}"
+            f"  {chosen:12s} {best:12s} {ratio:6.2f}"
+        )
     print(f"worst chosen/best over {len(rows)} cases: {worst:.2f}")
     if args.whole:
         whole_probes(args.rounds)

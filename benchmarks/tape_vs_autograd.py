@@ -18,9 +18,8 @@ import torch
 import torch.nn.functional as F
 
 import depthscope as ds
-from depthscope.estimators._linearized import LinearizedChain
-
 from _timing import median_time  # benchmarks/_timing.py
+from depthscope.estimators._linearized import LinearizedChain
 
 
 def build(chain, x, tape: bool) -> LinearizedChain:
@@ -42,19 +41,27 @@ def main() -> None:
     x = model.example_input(1, torch.Generator().manual_seed(0))
     chain = ds.Chain.from_module(model, example=x)
     gen = torch.Generator().manual_seed(0)
-    print(f"depthscope {ds.__version__}, torch {torch.__version__}, {args.threads} thread(s), CPU clock, medians of {args.repeats}")
+    print(
+        f"depthscope {ds.__version__}, torch {torch.__version__}, {args.threads} thread(s), CPU clock, medians of {args.repeats}"
+    )
     t_build = {r: median_time(lambda r=r: build(chain, x, r), args.repeats) for r in (True, False)}
-    print(f"{args.model}: build (forward + graphs, and for tapes the check against autograd): "
-          f"tape {t_build[True] * 1e3:.1f} ms, autograd {t_build[False] * 1e3:.1f} ms")
+    print(
+        f"{args.model}: build (forward + graphs, and for tapes the check against autograd): "
+        f"tape {t_build[True] * 1e3:.1f} ms, autograd {t_build[False] * 1e3:.1f} ms"
+    )
     lins = {r: build(chain, x, r) for r in (True, False)}
     for P in (1, 16):
         vs = {k: torch.randn(P, *lins[True].states[k].shape, generator=gen) for k in lins[True].steps}
         us = {k: torch.randn(P, *lins[True].states[k + 1].shape, generator=gen) for k in lins[True].steps}
         for name, op, data in (("J v", "jvp", vs), ("J^T u", "vjp", us)):
-            t = {r: median_time(lambda r=r: [getattr(lins[r], op)(k, data[k]) for k in data], args.repeats)
-                 for r in (True, False)}
-            print(f"    {name:5s} P={P:2d} through all {len(data)} steps: tape {t[True] * 1e3:7.1f} ms, "
-                  f"autograd {t[False] * 1e3:7.1f} ms  -> tape {t[False] / t[True]:.1f}x faster")
+            t = {
+                r: median_time(lambda r=r: [getattr(lins[r], op)(k, data[k]) for k in data], args.repeats)
+                for r in (True, False)
+            }
+            print(
+                f"    {name:5s} P={P:2d} through all {len(data)} steps: tape {t[True] * 1e3:7.1f} ms, "
+                f"autograd {t[False] * 1e3:7.1f} ms  -> tape {t[False] / t[True]:.1f}x faster"
+            )
     print("conv2d 3x3 alone, 16 tangents (NCHW vs the tape's channels-last):")
     for c, h in ((16, 32), (32, 16), (64, 8)):
         w, v = torch.randn(c, c, 3, 3), torch.randn(16, c, h, h)

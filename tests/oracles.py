@@ -14,7 +14,10 @@ def step_jacobians(chain: ds.Chain, x: torch.Tensor) -> tuple[list[torch.Tensor]
     Js = []
     for step in chain:
         xk = states[-1]
-        one = lambda z, f=step.fn: f(z.unsqueeze(0)).squeeze(0)
+
+        def one(z, f=step.fn):
+            return f(z.unsqueeze(0)).squeeze(0)
+
         J = vmap(jacrev(one))(xk)  # (B, *S_out, *S_in)
         B = xk.shape[0]
         Js.append(J.reshape(B, -1, xk[0].numel()).to(torch.float64).detach())

@@ -25,12 +25,23 @@ UMASK_YIELD_S = 1e-3
 
 def _tiny_report() -> ds.Report:
     block = ds.BlockStats(
-        name="b", index=0, in_shape=(2,), out_shape=(2,), local_fro=1.0, local_sigma_max=1.0,
-        local_sigma_min=1.0, identity_gap=0.0, cum_log_fro=0.0, grad_log_norm=0.0, grad_ratio=1.0,
-        method="exact", sigma_min_kind="exact",
+        name="b",
+        index=0,
+        in_shape=(2,),
+        out_shape=(2,),
+        local_fro=1.0,
+        local_sigma_max=1.0,
+        local_sigma_min=1.0,
+        identity_gap=0.0,
+        cum_log_fro=0.0,
+        grad_log_norm=0.0,
+        grad_ratio=1.0,
+        method="exact",
+        sigma_min_kind="exact",
     )
-    return ds.Report(blocks=[block], lyapunov=[], log_gain=0.0, verdict="stable", depth_scale=float("inf"),
-                     input_grad_log_norm=0.0)
+    return ds.Report(
+        blocks=[block], lyapunov=[], log_gain=0.0, verdict="stable", depth_scale=float("inf"), input_grad_log_norm=0.0
+    )
 
 
 def test_saving_never_widens_another_threads_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -95,8 +106,9 @@ def test_write_files_replaces_a_set_together(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("failing_call", [1, 2])
-def test_write_files_rolls_back_when_interrupted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                 failing_call: int) -> None:
+def test_write_files_rolls_back_when_interrupted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing_call: int
+) -> None:
     """An interruption at either replace leaves the old pair (or no pair), never old with new."""
     a, b = tmp_path / "a.txt", tmp_path / "b.txt"
     atomic_write_files({a: b"old-a", b: b"old-b"})
@@ -117,7 +129,9 @@ def test_write_files_rolls_back_when_interrupted(tmp_path: Path, monkeypatch: py
     assert sorted(os.listdir(tmp_path)) == ["a.txt", "b.txt"]  # no temporary or backup left behind
 
 
-def test_write_files_interrupted_with_no_old_pair_leaves_neither(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_write_files_interrupted_with_no_old_pair_leaves_neither(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     a, b = tmp_path / "a.txt", tmp_path / "b.txt"
     real_replace = os.replace
     calls = []

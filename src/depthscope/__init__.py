@@ -5,6 +5,7 @@ an RNN's time steps, a map's iterations, a solver's steps) into a `Chain` and me
 and gradients cross it.
 """
 
+from depthscope import dynamics, estimators, ledger, zoo  # noqa: E402  (subpackages as ds.dynamics, ds.ledger, ds.zoo)
 from depthscope._errors import (
     ChainError,
     DepthscopeError,
@@ -18,7 +19,6 @@ from depthscope.chain import Chain, ChainModule, Step
 from depthscope.estimators import LyapunovResult, lyapunov
 from depthscope.probe import BlockStats, ProbeWarning, Report, probe
 from depthscope.zoo import create_model, list_models, model_spec, register_model
-from depthscope import dynamics, estimators, ledger, zoo  # noqa: E402  (subpackages as ds.dynamics, ds.ledger, ds.zoo)
 
 __all__ = [
     "BlockStats",

@@ -10,9 +10,10 @@ import os
 import secrets
 import signal
 import threading
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from depthscope._errors import DepthscopeError
 
@@ -213,8 +214,14 @@ def _nesting_depth(obj: Any) -> int:
     return deepest
 
 
-_JSON_TYPE_NAMES = {list: "a list", str: "a string", int: "a number", float: "a number", bool: "a boolean",
-                    type(None): "null"}
+_JSON_TYPE_NAMES = {
+    list: "a list",
+    str: "a string",
+    int: "a number",
+    float: "a number",
+    bool: "a boolean",
+    type(None): "null",
+}
 
 
 def read_json_object(path: str | os.PathLike, what: str) -> dict[str, Any]:

@@ -25,8 +25,8 @@ their own LAPACK and are not affected.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator
 
 import torch
 
@@ -81,7 +81,9 @@ def _guarded(A: torch.Tensor, op: Callable, *args, per_matrix_args: tuple = ()):
             return op(A, *per_matrix_args, *args)
     batch = A.shape[:-2]
     flat = A.reshape(-1, *A.shape[-2:])
-    others = [t.expand(*batch, *t.shape[len(batch) :]).reshape(flat.shape[0], *t.shape[len(batch) :]) for t in per_matrix_args]
+    others = [
+        t.expand(*batch, *t.shape[len(batch) :]).reshape(flat.shape[0], *t.shape[len(batch) :]) for t in per_matrix_args
+    ]
     outs = [op(flat[i], *(t[i] for t in others), *args) for i in range(flat.shape[0])]
     if isinstance(outs[0], tuple):
         return tuple(torch.stack(parts).reshape(*batch, *parts[0].shape) for parts in zip(*outs))

@@ -168,8 +168,9 @@ def cmd_ledger_run(args: argparse.Namespace) -> int:
     ids = ledger.resolve_ids(args.ids)  # unknown ids fail before anything runs
     torch.set_num_threads(args.threads)
     with ledger_progress(len(ids), quiet=args.quiet) as progress:
-        results = ledger.run_many(ids, args.preset, seed=args.seed, out=args.out,
-                                  on_start=progress.start, on_done=progress.done)
+        results = ledger.run_many(
+            ids, args.preset, seed=args.seed, out=args.out, on_start=progress.start, on_done=progress.done
+        )
     if not args.quiet:
         in_file = len(ledger.load_results(Path(args.out) / ledger.RESULTS_FILE))
         render_ledger_summary(results, out=Path(args.out), in_file=in_file)
@@ -185,11 +186,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="registered model name (see `depthscope models`)")
     p.add_argument("--depth", type=_positive, help="number of blocks")
     p.add_argument("--width", type=_positive, help="width of the blocks")
-    p.add_argument("--set", action="append", type=_key_value, metavar="KEY=VALUE", help="any other model argument, repeatable")
-    p.add_argument("--batch", type=_positive, default=PROBE_BATCH, help=f"examples averaged over (default {PROBE_BATCH})")
+    p.add_argument(
+        "--set", action="append", type=_key_value, metavar="KEY=VALUE", help="any other model argument, repeatable"
+    )
+    p.add_argument(
+        "--batch", type=_positive, default=PROBE_BATCH, help=f"examples averaged over (default {PROBE_BATCH})"
+    )
     p.add_argument("--probes", type=_positive, default=16, help="Hutchinson probes (default 16)")
     p.add_argument(
-        "--lyapunov", type=_non_negative, default=None,
+        "--lyapunov",
+        type=_non_negative,
+        default=None,
         help="Lyapunov exponents, 0 skips (default 8, fewer on a narrower chain)",
     )
     p.add_argument("--seed", type=_probe_seed, default=0, help="0 to 2**64 - 1 (default 0)")
@@ -206,18 +213,29 @@ def build_parser() -> argparse.ArgumentParser:
     led = sub.add_parser("ledger", help="the claim ledger: every claim of the theory as an experiment")
     led_sub = led.add_subparsers(dest="ledger_command", required=True)
     ll = led_sub.add_parser("list", help="the claims, their sources and the verdicts of the last run")
-    ll.add_argument("--results", default=f"{DEFAULT_LEDGER_DIR}/results.json", metavar="PATH",
-                    help=f"results of the last run (default {DEFAULT_LEDGER_DIR}/results.json)")
+    ll.add_argument(
+        "--results",
+        default=f"{DEFAULT_LEDGER_DIR}/results.json",
+        metavar="PATH",
+        help=f"results of the last run (default {DEFAULT_LEDGER_DIR}/results.json)",
+    )
     ll.set_defaults(func=cmd_ledger_list)
     lr = led_sub.add_parser("run", help="run claims, update results.json and atlas.html")
     lr.add_argument("ids", nargs="*", metavar="ID", help="claim ids (e.g. R7 J3) or families (R); all by default")
     lr.add_argument("--preset", choices=("tiny", "quick", "full"), default="quick")
-    lr.add_argument("--out", default=DEFAULT_LEDGER_DIR, metavar="DIR",
-                    help=f"output folder; other claims' results from earlier runs there are kept "
-                    f"(default {DEFAULT_LEDGER_DIR})")
+    lr.add_argument(
+        "--out",
+        default=DEFAULT_LEDGER_DIR,
+        metavar="DIR",
+        help=f"output folder; other claims' results from earlier runs there are kept (default {DEFAULT_LEDGER_DIR})",
+    )
     lr.add_argument("--seed", type=_ledger_seed, default=0, help=f"0 to {LEDGER_SEED_MAX} (default 0)")
-    lr.add_argument("--threads", type=_positive, default=LEDGER_THREADS,
-                    help=f"torch threads (default {LEDGER_THREADS}: the experiments are many small tensors)")
+    lr.add_argument(
+        "--threads",
+        type=_positive,
+        default=LEDGER_THREADS,
+        help=f"torch threads (default {LEDGER_THREADS}: the experiments are many small tensors)",
+    )
     lr.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     lr.set_defaults(func=cmd_ledger_run)
     return parser

@@ -40,8 +40,12 @@ def _check(fn, x: torch.Tensor) -> None:
 @pytest.mark.parametrize("batch", [2, 3, 32, 1024])
 @pytest.mark.parametrize(
     "fn",
-    [lambda h: torch.softmax(h, 0), lambda h: h.flip(0), lambda h: h.roll(1, 0),
-     lambda h: (h - h.mean(0)) / (h.std(0) + 1)],
+    [
+        lambda h: torch.softmax(h, 0),
+        lambda h: h.flip(0),
+        lambda h: h.roll(1, 0),
+        lambda h: (h - h.mean(0)) / (h.std(0) + 1),
+    ],
     ids=["softmax-dim0", "flip", "roll", "batch-norm"],
 )
 def test_coupling_is_found_at_every_batch_size(fn, batch: int) -> None:

@@ -22,8 +22,13 @@ F32_TOL = 1e-5
 
 def _bert(layers: int = 3, attn: str = "sdpa") -> torch.nn.Module:
     config = transformers.BertConfig(
-        vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=layers, num_attention_heads=2,
-        intermediate_size=2 * HIDDEN, max_position_embeddings=16, attn_implementation=attn,
+        vocab_size=VOCAB,
+        hidden_size=HIDDEN,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=2 * HIDDEN,
+        max_position_embeddings=16,
+        attn_implementation=attn,
     )
     torch.manual_seed(0)
     return transformers.BertModel(config).eval()
@@ -31,8 +36,14 @@ def _bert(layers: int = 3, attn: str = "sdpa") -> torch.nn.Module:
 
 def _gpt2(layers: int = 2, attn: str = "sdpa", lm_head: bool = False) -> torch.nn.Module:
     config = transformers.GPT2Config(
-        vocab_size=VOCAB, n_embd=HIDDEN, n_layer=layers, n_head=2, n_positions=16,
-        bos_token_id=0, eos_token_id=0, attn_implementation=attn,
+        vocab_size=VOCAB,
+        n_embd=HIDDEN,
+        n_layer=layers,
+        n_head=2,
+        n_positions=16,
+        bos_token_id=0,
+        eos_token_id=0,
+        attn_implementation=attn,
     )
     torch.manual_seed(0)
     cls = transformers.GPT2LMHeadModel if lm_head else transformers.GPT2Model

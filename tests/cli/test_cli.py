@@ -17,7 +17,9 @@ from depthscope.ledger import _runner
 
 
 def test_probe_prints_a_verdict(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    rc = main(["probe", "resnet_mlp", "--depth", "6", "--width", "16", "--batch", "2", "--json", str(tmp_path / "r.json")])
+    rc = main(
+        ["probe", "resnet_mlp", "--depth", "6", "--width", "16", "--batch", "2", "--json", str(tmp_path / "r.json")]
+    )
     out = capsys.readouterr().out
     assert rc == 0
     assert "verdict:" in out and "per-step Jacobians" in out
@@ -26,7 +28,10 @@ def test_probe_prints_a_verdict(capsys: pytest.CaptureFixture[str], tmp_path: Pa
 
 
 def test_set_passes_model_arguments(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["probe", "plain_mlp", "--depth", "30", "--width", "16", "--set", "activation=sigmoid", "--lyapunov", "0"]) == 0
+    assert (
+        main(["probe", "plain_mlp", "--depth", "30", "--width", "16", "--set", "activation=sigmoid", "--lyapunov", "0"])
+        == 0
+    )
     assert "vanishing" in capsys.readouterr().out
 
 
@@ -46,7 +51,9 @@ def test_unknown_option_and_unknown_model(capsys: pytest.CaptureFixture[str]) ->
 
 
 def test_console_script_runs() -> None:
-    res = subprocess.run([sys.executable, "-m", "depthscope.cli", "models", "plain*"], capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-m", "depthscope.cli", "models", "plain*"], capture_output=True, text=True, timeout=120
+    )
     assert res.returncode == 0 and "plain_mlp" in res.stdout
 
 
@@ -108,11 +115,15 @@ def _usage_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
         (["probe", "resnet_mlp", "--set", "width"], "argument --set: expected KEY=VALUE, got 'width'"),
         (["ledger", "run", "R7", "--seed", str(2**70)], "argument --seed: must be from 0 to"),
         (["ledger", "run", "R7", "--seed", str(2**32)], f"argument --seed: must be from 0 to {2**32 - 1}, got {2**32}"),
-        (["ledger", "run", "R7", "--seed", "9" * 5000], f"argument --seed: must be from 0 to {2**32 - 1}, got a 5000-digit"),
+        (
+            ["ledger", "run", "R7", "--seed", "9" * 5000],
+            f"argument --seed: must be from 0 to {2**32 - 1}, got a 5000-digit",
+        ),
     ],
 )
-def test_bad_numbers_are_usage_errors_naming_the_option(capsys: pytest.CaptureFixture[str], argv: list[str],
-                                                        message: str) -> None:
+def test_bad_numbers_are_usage_errors_naming_the_option(
+    capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
     """Regression: --seed beyond 64 bits ("Overflow when unpacking long long") and --batch 0/-1 gave tracebacks."""
     line = _usage_error(capsys, argv)
     assert message in line and line.startswith("depthscope ")
@@ -121,12 +132,16 @@ def test_bad_numbers_are_usage_errors_naming_the_option(capsys: pytest.CaptureFi
 def test_largest_seeds_are_accepted(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     argv = ["probe", "resnet_mlp", "--depth", "2", "--width", "4", "--batch", "1", "--lyapunov", "0"]
     assert main([*argv, "--seed", str(2**64 - 1), "--quiet"]) == 0
-    assert main(["ledger", "run", "R7", "--preset", "tiny", "--seed", str(2**32 - 1), "--quiet", "--out", str(tmp_path)]) == 0
+    assert (
+        main(["ledger", "run", "R7", "--preset", "tiny", "--seed", str(2**32 - 1), "--quiet", "--out", str(tmp_path)])
+        == 0
+    )
     assert ds.ledger.load_results(tmp_path / "results.json")[0].seed == 2**32 - 1
 
 
-def test_report_path_is_checked_before_probing(capsys: pytest.CaptureFixture[str], tmp_path: Path,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_report_path_is_checked_before_probing(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     probed = []
     monkeypatch.setattr(ds, "probe", lambda *a, **k: probed.append(1))
     assert main(["probe", "resnet_mlp", "--json", str(tmp_path / "missing" / "r.json")]) == 1
@@ -160,8 +175,9 @@ def test_markup_in_descriptions_is_shown_as_text(capsys: pytest.CaptureFixture[s
         ('{"format": 1, "results": "R7"}', "has 'results' of type str, not a list"),
     ],
 )
-def test_ledger_list_of_a_broken_results_file(capsys: pytest.CaptureFixture[str], tmp_path: Path, payload: str,
-                                              message: str) -> None:
+def test_ledger_list_of_a_broken_results_file(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, payload: str, message: str
+) -> None:
     """Regression: a file without results gave a raw KeyError, a non-object entry a raw AttributeError."""
     path = tmp_path / "results.json"
     path.write_text(payload)
@@ -183,8 +199,9 @@ def test_ledger_runs_merge_in_one_folder(capsys: pytest.CaptureFixture[str], tmp
     assert "(tiny)" in listed and "(quick)" in listed
 
 
-def test_ledger_unwritable_out_fails_before_running(capsys: pytest.CaptureFixture[str], tmp_path: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ledger_unwritable_out_fails_before_running(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """An existing folder that refuses new files (simulated: the tests may run as root, whom a
     read-only mode does not stop) is reported before any experiment runs, with no output before it."""
     out = tmp_path / "locked"
@@ -205,8 +222,9 @@ def test_ledger_unwritable_out_fails_before_running(capsys: pytest.CaptureFixtur
     assert ran == []
 
 
-def test_ctrl_c_is_one_line_and_status_130(capsys: pytest.CaptureFixture[str], tmp_path: Path,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ctrl_c_is_one_line_and_status_130(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 

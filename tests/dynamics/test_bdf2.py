@@ -177,9 +177,10 @@ def test_jacobian_sources_agree():
 def test_dense_output_matches_closed_form():
     """y' = -50 (y - cos t): compare t_eval output with the exact solution."""
     lam = 50.0
-    exact = lambda t: (lam**2 * np.cos(t) + lam * np.sin(t)) / (lam**2 + 1) + np.exp(-lam * t) * (  # noqa: E731
-        1.0 - lam**2 / (lam**2 + 1)
-    )
+
+    def exact(t):
+        return (lam**2 * np.cos(t) + lam * np.sin(t)) / (lam**2 + 1) + np.exp(-lam * t) * (1.0 - lam**2 / (lam**2 + 1))
+
     t_eval = np.linspace(0.0, 5.0, 41)
     res = solve_ivp(lambda t, y: -lam * (y - np.cos(t)), (0, 5), [1.0], rtol=1e-7, atol=1e-9, t_eval=t_eval)
     assert res.success
@@ -207,8 +208,16 @@ def test_batched_matches_one_at_a_time():
     batch = solve_ivp(fun, span, y0, rtol=1e-6, atol=1e-8, jac=jac, batched=True, t_eval=t_eval)
     assert batch.success and batch.y.shape == (3, 2, 3)
     for m, mu in enumerate(mus):
-        single = solve_ivp(_numpy_only_vdpol, span, y0[m], rtol=1e-6, atol=1e-8, args=(mu,), t_eval=t_eval,
-                           jac=lambda t, y, mu: _vdpol_jac(y, mu))
+        single = solve_ivp(
+            _numpy_only_vdpol,
+            span,
+            y0[m],
+            rtol=1e-6,
+            atol=1e-8,
+            args=(mu,),
+            t_eval=t_eval,
+            jac=lambda t, y, mu: _vdpol_jac(y, mu),
+        )
         np.testing.assert_allclose(batch.y[m], single.y, rtol=BATCH_MATCH_RTOL, atol=1e-6)
         assert abs(batch.nsteps[m] - single.nsteps) <= 0.05 * single.nsteps
     assert len(set(batch.nsteps.tolist())) == 3  # each system chose its own steps
@@ -218,20 +227,25 @@ def test_batched_autograd_jacobian():
     mus = torch.tensor([3.0, 30.0], dtype=torch.float64)
     res = solve_ivp(
         lambda t, Y: _torch_vdpol(t, Y, mus[:, None].squeeze(-1)),
-        (0.0, 5.0), np.array([[2.0, 0.0], [2.0, 0.0]]), rtol=1e-6, batched=True,
+        (0.0, 5.0),
+        np.array([[2.0, 0.0], [2.0, 0.0]]),
+        rtol=1e-6,
+        batched=True,
     )
     assert res.success and res.jac_source == "autograd"
     for m in range(2):
-        ref = scipy.integrate.solve_ivp(_numpy_only_vdpol, (0, 5), [2.0, 0.0], method="Radau", rtol=1e-10,
-                                        atol=1e-10, args=(float(mus[m]),))
+        ref = scipy.integrate.solve_ivp(
+            _numpy_only_vdpol, (0, 5), [2.0, 0.0], method="Radau", rtol=1e-10, atol=1e-10, args=(float(mus[m]),)
+        )
         np.testing.assert_allclose(res.y[m, :, -1], ref.y[:, -1], rtol=1e-3, atol=1e-4)
 
 
 def _gray_scott_sweep(dilutions, t_end=600.0, **kwargs):
     fun, jac = gray_scott_batch(0.05, np.asarray(dilutions))
     y0 = np.tile([0.35, 0.25], (len(dilutions), 1))
-    return solve_ivp(fun, (0.0, t_end), y0, rtol=1e-6, atol=1e-9, jac=jac, batched=True,
-                     t_eval=np.linspace(0.0, t_end, 7), **kwargs)
+    return solve_ivp(
+        fun, (0.0, t_end), y0, rtol=1e-6, atol=1e-9, jac=jac, batched=True, t_eval=np.linspace(0.0, t_end, 7), **kwargs
+    )
 
 
 def test_batched_system_does_not_depend_on_its_batch():
@@ -279,8 +293,15 @@ def test_batched_matches_one_at_a_time_other_sizes(n):
     batch = solve_ivp(fun, (0.0, 5.0), y0, rtol=1e-6, atol=1e-9, jac=jac, batched=True, t_eval=t_eval)
     assert batch.success
     for m in range(3):
-        single = solve_ivp(lambda t, y: A[m] @ y + np.cos(t) + 0.1 * y**2, (0.0, 5.0), y0[m], rtol=1e-6,
-                           atol=1e-9, jac=lambda t, y: A[m] + 0.2 * np.diag(y), t_eval=t_eval)
+        single = solve_ivp(
+            lambda t, y: A[m] @ y + np.cos(t) + 0.1 * y**2,
+            (0.0, 5.0),
+            y0[m],
+            rtol=1e-6,
+            atol=1e-9,
+            jac=lambda t, y: A[m] + 0.2 * np.diag(y),
+            t_eval=t_eval,
+        )
         np.testing.assert_allclose(batch.y[m], single.y, rtol=BATCH_MATCH_RTOL, atol=1e-8)
         assert abs(batch.nsteps[m] - single.nsteps) <= 0.05 * single.nsteps
 
@@ -336,6 +357,7 @@ def test_batched_needs_two_dimensional_y0():
 
 def test_hires_dense_and_step_outputs_agree():
     res = solve_ivp(HIRES.fun, HIRES.t_span, HIRES.y0, rtol=1e-6, atol=HIRES.atol, jac=HIRES.jac)
-    dense = solve_ivp(HIRES.fun, HIRES.t_span, HIRES.y0, rtol=1e-6, atol=HIRES.atol, jac=HIRES.jac,
-                      t_eval=[HIRES.t_span[1]])
+    dense = solve_ivp(
+        HIRES.fun, HIRES.t_span, HIRES.y0, rtol=1e-6, atol=HIRES.atol, jac=HIRES.jac, t_eval=[HIRES.t_span[1]]
+    )
     np.testing.assert_array_equal(dense.y[:, -1], res.y[:, -1])  # same steps, end point exact

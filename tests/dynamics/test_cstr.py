@@ -71,8 +71,9 @@ def test_gray_scott_steady_states_match_closed_form():
         for x in expected:
             assert min(np.max(np.abs(s.x - x)) for s in found) < 1e-10
         for s in found:  # the shift of every eigenvalue by -D
-            np.testing.assert_allclose(np.sort_complex(s.eigenvalues),
-                                       np.sort_complex(s.closed_eigenvalues - D), atol=1e-12)
+            np.testing.assert_allclose(
+                np.sort_complex(s.eigenvalues), np.sort_complex(s.closed_eigenvalues - D), atol=1e-12
+            )
 
 
 def test_hopf_point_matches_analytic_value():
@@ -131,8 +132,11 @@ def _heat_balance_roots() -> np.ndarray:
     g = lambda th: EXO_B * k(th) / (1 + k(th)) - (EXO_BETA + 1) * th  # noqa: E731
     grid = np.linspace(1e-6, EXO_B, 4001)
     vals = g(grid)
-    roots = [scipy.optimize.brentq(g, grid[i], grid[i + 1], xtol=1e-14)
-             for i in range(len(grid) - 1) if np.sign(vals[i]) != np.sign(vals[i + 1])]
+    roots = [
+        scipy.optimize.brentq(g, grid[i], grid[i + 1], xtol=1e-14)
+        for i in range(len(grid) - 1)
+        if np.sign(vals[i]) != np.sign(vals[i + 1])
+    ]
     return np.array(roots)
 
 
@@ -152,8 +156,9 @@ def test_exothermic_cstr_has_three_states_and_dilution_stabilises_the_outer_two(
     for s in (low, high):
         assert np.max(s.closed_eigenvalues.real) > 0
         assert s.stable and s.stabilised_by_dilution
-        np.testing.assert_allclose(np.sort_complex(s.eigenvalues),
-                                   np.sort_complex(s.closed_eigenvalues - reactor.dilution), atol=1e-12)
+        np.testing.assert_allclose(
+            np.sort_complex(s.eigenvalues), np.sort_complex(s.closed_eigenvalues - reactor.dilution), atol=1e-12
+        )
 
 
 def test_exothermic_simulation_settles_on_a_stable_state():
@@ -169,5 +174,9 @@ def test_exothermic_simulation_settles_on_a_stable_state():
 
 def test_feed_shape_must_match_stoichiometry():
     with pytest.raises(InputError, match="feed"):
-        CSTR(stoich=torch.eye(2, dtype=torch.float64), rates=lambda x: x,
-             feed=torch.zeros(3, dtype=torch.float64), dilution=0.1)
+        CSTR(
+            stoich=torch.eye(2, dtype=torch.float64),
+            rates=lambda x: x,
+            feed=torch.zeros(3, dtype=torch.float64),
+            dilution=0.1,
+        )

@@ -43,8 +43,9 @@ LOCAL_MEDIAN_MIN, LOCAL_MEDIAN_MAX, LOCAL_MAX = 0.4, 0.9, 1.1
 
 
 def _scipy_error(problem, rtol: float) -> float:
-    ref = scipy.integrate.solve_ivp(problem.fun, problem.t_span, problem.y0, method="BDF", rtol=rtol, atol=ATOL,
-                                    jac=problem.jac)
+    ref = scipy.integrate.solve_ivp(
+        problem.fun, problem.t_span, problem.y0, method="BDF", rtol=rtol, atol=ATOL, jac=problem.jac
+    )
     assert ref.success
     return global_relative_error(problem, ref.t, ref.y)
 

@@ -47,9 +47,7 @@ def test_fibonacci_log_norms_exact_past_the_overflow():
     assert torch.isfinite(res.log_norms).all()
     torch.testing.assert_close(res.log_norms, exact, rtol=0, atol=1e-10)
     # Binet: ln ||x_n|| - n ln phi -> 0.5 ln((phi^2 + 1) / 5)
-    assert res.log_norms[-1].item() - LONG * math.log(PHI) == pytest.approx(
-        0.5 * math.log((PHI**2 + 1) / 5), abs=1e-9
-    )
+    assert res.log_norms[-1].item() - LONG * math.log(PHI) == pytest.approx(0.5 * math.log((PHI**2 + 1) / 5), abs=1e-9)
 
 
 def test_fibonacci_alignment_decays_like_psi_over_phi_to_the_n():

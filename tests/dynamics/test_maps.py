@@ -97,8 +97,9 @@ def test_fibonacci_spectrum_is_plus_minus_ln_phi():
 def test_linear_map_from_zero_runs_past_the_overflow():
     # J = A everywhere, so the zero state measures the same spectrum with no overflow, however long.
     res = lyapunov(fibonacci(5000), torch.zeros(2, 2, dtype=F64), k=2, transient=50)
-    torch.testing.assert_close(res.exponents, torch.tensor([math.log(PHI), -math.log(PHI)], dtype=F64),
-                               rtol=0, atol=EXACT_TOL)
+    torch.testing.assert_close(
+        res.exponents, torch.tensor([math.log(PHI), -math.log(PHI)], dtype=F64), rtol=0, atol=EXACT_TOL
+    )
 
 
 def test_fibonacci_state_overflows_at_step_1475():
@@ -116,8 +117,7 @@ def test_fibonacci_matrix_is_claim_n1():
 @pytest.mark.parametrize("a", [0.5, -3.0, 1.0])
 def test_scalar_map_exponents_are_ln_abs_a(a):
     res = lyapunov(scalar_map(a, 200), torch.zeros(2, 3, dtype=F64), k=3)
-    torch.testing.assert_close(res.exponents, torch.full((3,), math.log(abs(a)), dtype=F64),
-                               rtol=0, atol=EXACT_TOL)
+    torch.testing.assert_close(res.exponents, torch.full((3,), math.log(abs(a)), dtype=F64), rtol=0, atol=EXACT_TOL)
 
 
 def test_logistic_r4_exponent_is_ln2():
@@ -145,8 +145,7 @@ def test_henon_largest_exponent_and_exact_sum():
     res = lyapunov(henon_map(1.4, 0.3, HENON_STEPS), x0, k=2, transient=200)
     assert abs(res.exponents[0].item() - HENON_LARGEST) < HENON_RTOL * HENON_LARGEST
     # det J = -b at every point: log|R_11| + log|R_22| = ln 0.3 at every step, so exactly here
-    torch.testing.assert_close(res.per_example.sum(1), torch.full((4,), math.log(0.3), dtype=F64),
-                               rtol=0, atol=1e-12)
+    torch.testing.assert_close(res.per_example.sum(1), torch.full((4,), math.log(0.3), dtype=F64), rtol=0, atol=1e-12)
 
 
 def test_linear_rnn_symmetric_spectrum_is_log_abs_eigenvalues():
@@ -160,7 +159,9 @@ def test_linear_rnn_symmetric_spectrum_is_log_abs_eigenvalues():
     free = lyapunov(linear_rnn(W, 600), torch.zeros(1, n, dtype=F64), k=n, transient=300)
     driven = lyapunov(
         linear_rnn(W, 600, U=_rand(n, 2, seed=4), inputs=_rand(600, 1, 2, seed=5)),
-        torch.zeros(1, n, dtype=F64), k=n, transient=300,
+        torch.zeros(1, n, dtype=F64),
+        k=n,
+        transient=300,
     )
     torch.testing.assert_close(free.exponents, expected, rtol=0, atol=EXACT_TOL)
     torch.testing.assert_close(driven.exponents, expected, rtol=0, atol=EXACT_TOL)

@@ -76,10 +76,16 @@ def test_euler_mean_exponent_is_ln_one_minus_dt_over_dt_to_second_order(chaotic)
     J, states, res = chaotic
     mean = res.exponents.mean().item() / DT  # per unit time
     eps = DT / (1 - DT)
-    tr2 = torch.stack(
-        [torch.trace((J * (1 - torch.tanh(h[0]) ** 2)) @ (J * (1 - torch.tanh(h[0]) ** 2)))
-         for h in states[TRANSIENT:STEPS]]
-    ).mean().item()
+    tr2 = (
+        torch.stack(
+            [
+                torch.trace((J * (1 - torch.tanh(h[0]) ** 2)) @ (J * (1 - torch.tanh(h[0]) ** 2)))
+                for h in states[TRANSIENT:STEPS]
+            ]
+        )
+        .mean()
+        .item()
+    )
     second_order = -(eps**2) * tr2 / (2 * N) / DT
     euler = math.log(1 - DT) / DT
     assert abs(mean - euler) < 0.005  # ln(1 - dt)/dt holds to 0.5% ...

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tests.oracles import step_jacobians
 from torch import nn
 
 import depthscope as ds
 from depthscope.estimators._linearized import LinearizedChain
-from tests.oracles import step_jacobians
 
 
 def test_a_step_writing_into_its_input_leaves_the_states_alone() -> None:

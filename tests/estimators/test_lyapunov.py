@@ -48,7 +48,12 @@ def test_reported_exponents_are_those_of_the_smaller_frame(gen):
 
 def test_frame_norms_do_not_overflow_over_ten_thousand_steps(gen):
     J = 3.0 * torch.eye(4, dtype=D).expand(1, 4, 4)
-    res = benettin(lambda k, V: torch.einsum("bij,pbj->pbi", J, V), range(10_000),
-                   random_frame(2, torch.zeros(1, 4, dtype=D), gen), {k: 4 for k in range(10_000)}, frame_norms=True)
+    res = benettin(
+        lambda k, V: torch.einsum("bij,pbj->pbi", J, V),
+        range(10_000),
+        random_frame(2, torch.zeros(1, 4, dtype=D), gen),
+        {k: 4 for k in range(10_000)},
+        frame_norms=True,
+    )
     # ||3^L Q||_F = 3^L sqrt(2): 3^10000 overflows float64, its log does not.
     assert math.isclose(float(res.log_frame_norms[-1, 0]), 10_000 * math.log(3) + 0.5 * math.log(2), rel_tol=1e-12)

@@ -30,8 +30,12 @@ def _bn(c):
     return bn
 
 
-conv_s2, conv_same, conv_grp, bn3 = _conv(3, 6, stride=2, padding=1), _conv(3, 3, padding="same"), \
-    _conv(4, 4, padding=2, dilation=2, groups=2), _bn(3)
+conv_s2, conv_same, conv_grp, bn3 = (
+    _conv(3, 6, stride=2, padding=1),
+    _conv(3, 3, padding="same"),
+    _conv(4, 4, padding=2, dilation=2, groups=2),
+    _bn(3),
+)
 conv1 = nn.Conv1d(3, 5, 3, padding=1).double()
 lin = nn.Linear(12, 7).double()
 W = torch.randn(12, 12, dtype=D, generator=torch.Generator().manual_seed(3))
@@ -58,14 +62,22 @@ CASES = [
     ("getitem-advanced", (12,), lambda x: x[:, torch.tensor([0, 3, 3, 7])]),
     ("pad-constant", (3, 4, 4), lambda x: F.pad(x, (1, 2, 0, 1, 0, 3), value=5.0)),
     ("pad-negative-reflect", (3, 4, 4), lambda x: F.pad(F.pad(x, (-1, 0, 0, -1)), (1, 1, 1, 1), mode="reflect")),
-    ("pool-mean-sum", (3, 4, 4), lambda x: torch.cat([F.adaptive_avg_pool2d(x, 1).flatten(1), x.mean((2, 3)), x.sum(1).flatten(1)], 1)),
+    (
+        "pool-mean-sum",
+        (3, 4, 4),
+        lambda x: torch.cat([F.adaptive_avg_pool2d(x, 1).flatten(1), x.mean((2, 3)), x.sum(1).flatten(1)], 1),
+    ),
     ("cat-with-constant", (12,), lambda x: torch.cat([x, torch.ones(x.shape[0], 2, dtype=D), torch.relu(x)], 1)),
     ("matmul-einsum", (3, 4), lambda x: torch.einsum("bij,bkj->bik", x, x).flatten(1) + (x @ W[:4, :3]).flatten(1)),
     ("dropout-eval", (12,), lambda x: F.dropout(torch.tanh(x), 0.3, training=False)),
     ("sign-is-constant", (12,), lambda x: torch.sign(x) * x + x.detach()),
     # The replay overwrites intermediates it owns and reads once; these reuse them in every way.
     ("residual-block", (3, 5, 5), lambda x: torch.relu(bn3(conv_same(torch.relu(bn3(conv_same(x))))) + x)),
-    ("intermediate-read-thrice", (3, 5, 5), lambda x: (lambda y: torch.relu(y) * 2.0 + y + torch.tanh(y))(conv_same(x))),
+    (
+        "intermediate-read-thrice",
+        (3, 5, 5),
+        lambda x: (lambda y: torch.relu(y) * 2.0 + y + torch.tanh(y))(conv_same(x)),
+    ),
     ("sum-of-an-intermediate-with-itself", (12,), lambda x: (lambda y: torch.relu(y + y) * torch.sigmoid(y))(lin(x))),
     ("one-cotangent-to-two-branches", (3, 5, 5), lambda x: torch.relu(conv_same(x) + x) + torch.relu(x)),
     ("mask-on-the-input-itself", (12,), lambda x: torch.relu(x) + torch.relu(torch.relu(x))),
@@ -100,7 +112,9 @@ def test_tape_matches_jacrev(name, shape, fn, gen):
 
 def test_conv_then_bn_is_one_operation():
     fused = record(lambda x: bn3(conv_same(x)), torch.randn(1, 3, 5, 5, dtype=D, requires_grad=True))[1]
-    shared = record(lambda x: (lambda y: bn3(y) + y)(conv_same(x)), torch.randn(1, 3, 5, 5, dtype=D, requires_grad=True))[1]
+    shared = record(
+        lambda x: (lambda y: bn3(y) + y)(conv_same(x)), torch.randn(1, 3, 5, 5, dtype=D, requires_grad=True)
+    )[1]
     assert len(fused.ops) == 1  # BN folded into the convolution's weights
     assert len(shared.ops) == 3  # the convolution's output is read twice: nothing to fold
 

@@ -87,7 +87,10 @@ def test_atlas_loads_in_headless_chromium(atlas, tmp_path):
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         try:
             page = browser.new_page()
-            page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type in ("error", "warning") else None)
+            page.on(
+                "console",
+                lambda m: problems.append(f"console {m.type}: {m.text}") if m.type in ("error", "warning") else None,
+            )
             page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
             page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url}"))
             page.goto(atlas.as_uri(), wait_until="load")
@@ -95,7 +98,9 @@ def test_atlas_loads_in_headless_chromium(atlas, tmp_path):
             assert sections.count() == len(ledger.list_experiments())
             ids = [sections.nth(i).get_attribute("id") for i in range(sections.count())]
             assert ids == ledger.list_experiments()
-            broken = page.evaluate("Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).length")
+            broken = page.evaluate(
+                "Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).length"
+            )
             assert broken == 0, f"{broken} figures did not decode"
             shot = tmp_path / "atlas.png"
             page.screenshot(path=str(shot), full_page=False)

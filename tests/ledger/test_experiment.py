@@ -11,8 +11,15 @@ PRESETS = {"tiny": {"n": 1}, "quick": {"n": 2}, "full": {"n": 3}}
 
 def _exp(**kw) -> Experiment:
     base = dict(
-        id="Z1", statement="s", source="000", expected="e", refuted_if="r", presets=PRESETS,
-        measure=lambda s, seed: {"n": s["n"]}, judge=lambda m, s: ledger.confirmed("ok"), counterexample={"n": 0},
+        id="Z1",
+        statement="s",
+        source="000",
+        expected="e",
+        refuted_if="r",
+        presets=PRESETS,
+        measure=lambda s, seed: {"n": s["n"]},
+        judge=lambda m, s: ledger.confirmed("ok"),
+        counterexample={"n": 0},
     )
     base.update(kw)
     return Experiment(**base)

@@ -27,9 +27,15 @@ def _judge(m, s):
 
 def _toy(**kw):
     base = dict(
-        id="Z9", statement="x is positive", source="003", expected="x > 0", refuted_if="x <= 0", presets=PRESETS,
+        id="Z9",
+        statement="x is positive",
+        source="003",
+        expected="x > 0",
+        refuted_if="x <= 0",
+        presets=PRESETS,
         measure=lambda s, seed: {"value": s["x"], "inf": math.inf, "series": [1.0, math.nan]},
-        judge=_judge, counterexample={"x": -1.0},
+        judge=_judge,
+        counterexample={"x": -1.0},
     )
     base.update(kw)
     return Experiment(**base)
@@ -53,7 +59,18 @@ def test_results_round_trip_as_strict_json(tmp_path):
     path = ledger.save_results(results, tmp_path / "results.json")
     payload = json.loads(path.read_text())  # strict: no NaN literals
     assert payload["format"] == 1 and len(payload["results"]) == 2
-    for key in ("id", "statement", "setting", "measured", "expected", "verdict", "reason", "runtime_s", "seed", "versions"):
+    for key in (
+        "id",
+        "statement",
+        "setting",
+        "measured",
+        "expected",
+        "verdict",
+        "reason",
+        "runtime_s",
+        "seed",
+        "versions",
+    ):
         assert key in payload["results"][1]
     back = ledger.load_results(path)
     assert [r.id for r in back] == ["Z9", "R7"] and back[1].measured == results[1].measured
@@ -235,7 +252,10 @@ def test_atlas_records_the_digest_of_its_results(tmp_path, toys):
         ({"format": 1}, "it has no 'results' list"),
         ({"format": 1, "results": {"R7": {}}}, "has 'results' of type dict, not a list"),
         ({"format": 1, "results": ["R7"]}, "results[0]: a claim result must be a JSON object, got str"),
-        ({"format": 1, "results": [{"id": "R7", "verdict": "confirmed"}]}, "results[0]: claim result R7 lacks the fields"),
+        (
+            {"format": 1, "results": [{"id": "R7", "verdict": "confirmed"}]},
+            "results[0]: claim result R7 lacks the fields",
+        ),
         ([1], "its top level is a list, not an object"),
     ],
 )

@@ -100,8 +100,16 @@ GPT2_RTOL = 1e-4
 def test_gpt2_block_identity_gap_matches_svd(seed):
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
-    cfg = transformers.GPT2Config(n_embd=512, n_layer=1, n_head=8, vocab_size=100, n_positions=32,
-                                  bos_token_id=0, eos_token_id=0, attn_implementation="eager")
+    cfg = transformers.GPT2Config(
+        n_embd=512,
+        n_layer=1,
+        n_head=8,
+        vocab_size=100,
+        n_positions=32,
+        bos_token_id=0,
+        eos_token_id=0,
+        attn_implementation="eager",
+    )
     ids = torch.randint(0, 100, (2, 1))
     chain = ds.Chain.from_hf(transformers.GPT2Model(cfg).eval(), ids)
     rep = ds.probe(chain, ids, seed=seed, lyapunov=0, method="explicit")

@@ -7,10 +7,10 @@ import warnings
 
 import pytest
 import torch
+from tests.oracles import step_jacobians
 from torch import nn
 
 import depthscope as ds
-from tests.oracles import step_jacobians
 
 
 def test_wrong_input_shape_names_the_step() -> None:
@@ -270,8 +270,10 @@ def test_largest_seed_is_accepted() -> None:
     ds.probe(ds.Chain([nn.Linear(2, 2)]), torch.randn(1, 2), seed=2**64 - 1, lyapunov=0)
 
 
-@pytest.mark.parametrize("name, value", [("probes", 2.5), ("probes", True), ("probes", "16"), ("lyapunov", 2.5),
-                                         ("lyapunov", True), ("lyapunov", -1)])
+@pytest.mark.parametrize(
+    "name, value",
+    [("probes", 2.5), ("probes", True), ("probes", "16"), ("lyapunov", 2.5), ("lyapunov", True), ("lyapunov", -1)],
+)
 def test_non_integer_counts(name: str, value) -> None:
     with pytest.raises(ds.InputError, match=name):
         ds.probe(ds.Chain([nn.Linear(2, 2)]), torch.randn(1, 2), **{name: value})
@@ -297,8 +299,13 @@ def test_lyapunov_takes_a_list_of_steps_like_probe() -> None:
 
 @pytest.mark.parametrize(
     "kwargs, match",
-    [(dict(chain="abc"), "takes a Chain"), (dict(x=torch.ones(2)), "x\\[None\\]"), (dict(k=1.5), "k must"),
-     (dict(seed=2**70), "seed"), (dict(transient=-1), "transient")],
+    [
+        (dict(chain="abc"), "takes a Chain"),
+        (dict(x=torch.ones(2)), "x\\[None\\]"),
+        (dict(k=1.5), "k must"),
+        (dict(seed=2**70), "seed"),
+        (dict(transient=-1), "transient"),
+    ],
 )
 def test_lyapunov_bad_arguments(kwargs, match) -> None:
     args = dict(chain=[torch.tanh], x=torch.ones(2, 2)) | kwargs

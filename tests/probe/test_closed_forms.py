@@ -52,7 +52,9 @@ def test_fibonacci_chain_exponents() -> None:
     rep = ds.probe(ds.Chain.repeat(_linear(F), 600), torch.tensor([[1.0, 0.0]], dtype=torch.float64), lyapunov=2)
     assert rep.lyapunov[0] == pytest.approx(math.log(PHI), abs=5e-3)
     assert rep.lyapunov[1] == pytest.approx(-math.log(PHI), abs=5e-3)  # ln|psi| = -ln(phi)
-    stream = ds.lyapunov(ds.Chain.repeat(_linear(F), 600), torch.tensor([[1.0, 0.0]], dtype=torch.float64), k=2, transient=60)
+    stream = ds.lyapunov(
+        ds.Chain.repeat(_linear(F), 600), torch.tensor([[1.0, 0.0]], dtype=torch.float64), k=2, transient=60
+    )
     assert stream.exponents.tolist() == pytest.approx([math.log(PHI), -math.log(PHI)], abs=1e-9)
 
 

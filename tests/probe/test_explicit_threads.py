@@ -20,8 +20,9 @@ THREADS = 2
 
 def _report(width: int) -> ds.Report:
     torch.manual_seed(0)
-    chain = ds.Chain([("a", nn.Linear(width, width).double()), ("tanh", nn.Tanh()),
-                      ("b", nn.Linear(width, width).double())])
+    chain = ds.Chain(
+        [("a", nn.Linear(width, width).double()), ("tanh", nn.Tanh()), ("b", nn.Linear(width, width).double())]
+    )
     x = torch.randn(2, width, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     return ds.probe(chain, x, method="explicit", lyapunov=2)
 
@@ -38,8 +39,14 @@ def test_explicit_square_step_at_two_threads_matches_one_thread(width: int) -> N
     finally:
         torch.set_num_threads(before)
     for p, q in zip(one.blocks, two.blocks):
-        for field in ("local_fro", "local_sigma_max", "local_sigma_min", "identity_gap", "cum_log_fro",
-                      "grad_log_norm"):
+        for field in (
+            "local_fro",
+            "local_sigma_max",
+            "local_sigma_min",
+            "identity_gap",
+            "cum_log_fro",
+            "grad_log_norm",
+        ):
             assert getattr(q, field) == pytest.approx(getattr(p, field), rel=1e-9, abs=1e-12), field
     assert one.blocks[0].local_sigma_min is not None and one.blocks[0].local_sigma_min > 0
     assert two.lyapunov == pytest.approx(one.lyapunov, rel=1e-9, abs=1e-12)

@@ -7,10 +7,10 @@ import math
 import numpy as np
 import pytest
 import torch
+from tests.oracles import cumulative, step_jacobians
 from torch import nn
 
 import depthscope as ds
-from tests.oracles import cumulative, step_jacobians
 
 # Hutchinson with 16 Rademacher probes on these near-isometric residual steps: relative standard
 # deviation of ||J||_F^2 is below 2%, so 5% on ||J||_F is a > 4-sigma bound.
@@ -27,11 +27,19 @@ def _chain(kind: str, gen: torch.Generator) -> ds.Chain:
             layers += [nn.Linear(6, 6), nn.Tanh()]
         return ds.Chain([nn.Sequential(layers[i], layers[i + 1]) for i in range(0, 10, 2)])
     if kind == "residual":
-        blocks = [ds.create_model("resnet_mlp", depth=5, width=6, activation="tanh").double().blocks[i] for i in range(5)]
+        blocks = [
+            ds.create_model("resnet_mlp", depth=5, width=6, activation="tanh").double().blocks[i] for i in range(5)
+        ]
         return ds.Chain(blocks)
     if kind == "mixed":
-        return ds.Chain([nn.Sequential(nn.Linear(5, 7), nn.Tanh()), nn.Sequential(nn.Linear(7, 7), nn.ReLU()),
-                         nn.Linear(7, 3), nn.Sequential(nn.Linear(3, 6), nn.Sigmoid())])
+        return ds.Chain(
+            [
+                nn.Sequential(nn.Linear(5, 7), nn.Tanh()),
+                nn.Sequential(nn.Linear(7, 7), nn.ReLU()),
+                nn.Linear(7, 3),
+                nn.Sequential(nn.Linear(3, 6), nn.Sigmoid()),
+            ]
+        )
     raise ValueError(kind)
 
 
@@ -164,7 +172,9 @@ def test_steps_of_extreme_scale_in_float32(method: str, scale: float) -> None:
     W = m[1].weight.detach().double()
     b = rep.blocks[1]
     assert b.local_sigma_max == pytest.approx(float(torch.linalg.svdvals(W)[0]), rel=SIGMA_RTOL)
-    assert b.identity_gap == pytest.approx(float(torch.linalg.svdvals(W - torch.eye(8, dtype=W.dtype))[0]), rel=SIGMA_RTOL)
+    assert b.identity_gap == pytest.approx(
+        float(torch.linalg.svdvals(W - torch.eye(8, dtype=W.dtype))[0]), rel=SIGMA_RTOL
+    )
     assert b.local_fro == pytest.approx(float(W.norm() / 8**0.5), rel=HUTCHINSON_RTOL)
     assert math.isfinite(rep.log_gain) and all(math.isfinite(g) for g in rep.column("grad_log_norm"))
 
@@ -173,7 +183,10 @@ def test_steps_of_extreme_scale_in_float32(method: str, scale: float) -> None:
 def test_a_step_with_a_zero_jacobian_is_measured_as_zero(method: str) -> None:
     """A step whose output is differentiable but does not move with its input here (a dead ReLU
     layer) has J = 0: the probe reports zeros, on the autograd route (softmax forces it) too."""
-    dead = lambda h: torch.softmax(torch.relu(h - 100.0), dim=1)  # noqa: E731: every ReLU is off
+
+    def dead(h):  # every ReLU is off
+        return torch.softmax(torch.relu(h - 100.0), dim=1)
+
     chain = ds.Chain([lambda h: h * 2.0, dead, lambda h: h + 1.0])
     rep = ds.probe(chain, torch.randn(2, 8), method=method, lyapunov=0)
     assert rep.settings["jacobian_routes"].get("autograd", 0) >= 1

@@ -104,10 +104,16 @@ def test_unknown_fields_load_with_one_warning_naming_them(tmp_path: Path) -> Non
 def test_fields_with_defaults_may_be_absent(tmp_path: Path) -> None:
     """A report written before a field existed loads, the field taking its default, without a warning."""
     rep, payload = _saved(tmp_path)
-    optional_top = [f.name for f in dataclasses.fields(ds.Report) if f.default is not dataclasses.MISSING
-                    or f.default_factory is not dataclasses.MISSING]
-    optional_block = [f.name for f in dataclasses.fields(ds.BlockStats) if f.default is not dataclasses.MISSING
-                      or f.default_factory is not dataclasses.MISSING]
+    optional_top = [
+        f.name
+        for f in dataclasses.fields(ds.Report)
+        if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+    ]
+    optional_block = [
+        f.name
+        for f in dataclasses.fields(ds.BlockStats)
+        if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+    ]
     for name in optional_top:
         payload.pop(name)
     for block in payload["blocks"]:

@@ -7,12 +7,11 @@ import weakref
 
 import pytest
 import torch
-from torch import nn
+from tests.oracles import step_jacobians
 
 import depthscope as ds
 from depthscope.estimators._linearized import LinearizedChain
 from depthscope.probe import _routes
-from tests.oracles import step_jacobians
 
 # Lanczos stops at a residual bound of 1% of lambda, i.e. <= 0.5% on sigma (as tests/probe/test_oracle.py).
 SIGMA_RTOL = 0.01
@@ -53,7 +52,9 @@ def test_probe_routes_and_reasons_are_reported() -> None:
     narrow = ds.create_model("resnet_mlp", depth=3, width=16).eval()
     rep = ds.probe(narrow, narrow.example_input(2, torch.Generator().manual_seed(0)), lyapunov=0)
     assert rep.settings["local_routes"] == {"explicit": 5}
-    forced = ds.probe(narrow, narrow.example_input(2, torch.Generator().manual_seed(0)), lyapunov=0, method="matrix-free")
+    forced = ds.probe(
+        narrow, narrow.example_input(2, torch.Generator().manual_seed(0)), lyapunov=0, method="matrix-free"
+    )
     assert forced.settings["local_route_reasons"] == {"matrix-free: method='matrix-free'": 5}
 
 
@@ -62,7 +63,9 @@ def test_route_choice_respects_the_memory_budget(monkeypatch: pytest.MonkeyPatch
     assert _routes.choose(cost)[0] == "explicit"
     assert _routes.choose(cost, budget=cost.explicit_bytes - 1) == ("matrix-free", "explicit over the memory budget")
     # The bytes grow with batch x width^2 (not with depth: steps are streamed).
-    assert _routes.explicit_bytes(16, 16, 8, torch.float32, True) == 16 * _routes.explicit_bytes(8, 8, 2, torch.float32, True)
+    assert _routes.explicit_bytes(16, 16, 8, torch.float32, True) == 16 * _routes.explicit_bytes(
+        8, 8, 2, torch.float32, True
+    )
     torch.manual_seed(0)
     model = ds.create_model("resnet_mlp", depth=3, width=16).eval()
     x = model.example_input(4, torch.Generator().manual_seed(0))
@@ -70,7 +73,9 @@ def test_route_choice_respects_the_memory_budget(monkeypatch: pytest.MonkeyPatch
     rep = ds.probe(model, x, lyapunov=0)
     # The 16-wide steps no longer fit; the 10-row head still does.
     assert rep.settings["local_route_reasons"] == {
-        "explicit: predicted faster": 1, "matrix-free: explicit over the memory budget": 4}
+        "explicit: predicted faster": 1,
+        "matrix-free: explicit over the memory budget": 4,
+    }
     assert rep.settings["explicit_memory_budget"] == cost.explicit_bytes - 1
 
 

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 from rich.console import Console
+from tests.oracles import cumulative, step_jacobians
 from torch import nn
 
 import depthscope as ds
 from depthscope.probe._verdict import StepFacts, body_span, step_log_gains, verdict
 from depthscope.render._terminal import LINE_WIDTH, drivers_line, render_report
-from tests.oracles import cumulative, step_jacobians
 
 WIDTH = 16
 BATCH = 3
@@ -26,8 +26,16 @@ EXACT_TOL = 1e-9
 BRANCH_SCALE = 0.05
 # Input scale far below LayerNorm's unit output: its Jacobian's RMS singular value is ~1/scale.
 SMALL_INPUT = 1e-3
-NEW_FIELDS = ("body_span", "body_log_gain", "body_verdict", "body_depth_scale", "dominant_step",
-              "dominant_share", "zero_steps", "notes")
+NEW_FIELDS = (
+    "body_span",
+    "body_log_gain",
+    "body_verdict",
+    "body_depth_scale",
+    "dominant_step",
+    "dominant_share",
+    "zero_steps",
+    "notes",
+)
 
 
 class Residual(nn.Module):
@@ -98,8 +106,15 @@ def test_a_final_norm_on_small_inputs_drives_the_verdict_and_the_body_is_stable(
 def test_gpt2_final_norm_drives_the_verdict_and_its_layers_are_stable() -> None:
     transformers = pytest.importorskip("transformers")
     config = transformers.GPT2Config(
-        vocab_size=50, n_embd=64, n_layer=4, n_head=2, n_positions=16, bos_token_id=0, eos_token_id=0,
-        attn_implementation="eager", use_cache=False,
+        vocab_size=50,
+        n_embd=64,
+        n_layer=4,
+        n_head=2,
+        n_positions=16,
+        bos_token_id=0,
+        eos_token_id=0,
+        attn_implementation="eager",
+        use_cache=False,
     )
     torch.manual_seed(0)
     model = transformers.GPT2Model(config).eval()  # random weights from the config, no download

@@ -49,7 +49,9 @@ def main(threads: str, out: str) -> None:
     x = torch.randn(README_BATCH, README_WIDTH, generator=torch.Generator().manual_seed(SEED))
     result["readme"] = _numbers(ds.probe(model, x, seed=SEED))
     problem = getattr(ds.dynamics, STIFF_PROBLEM)
-    sol = ds.dynamics.solve_ivp(problem.fun, problem.t_span, problem.y0, rtol=STIFF_RTOL, atol=problem.atol, jac=problem.jac)
+    sol = ds.dynamics.solve_ivp(
+        problem.fun, problem.t_span, problem.y0, rtol=STIFF_RTOL, atol=problem.atol, jac=problem.jac
+    )
     result["solver"] = {"y_end": sol.y[:, -1].tolist(), "steps": int(sol.t.shape[0])}
     with open(out, "w", encoding="utf-8") as fh:
         json.dump(result, fh)

@@ -30,7 +30,11 @@ def _run(threads: str, tmp_path: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     proc = subprocess.run(
         [sys.executable, "-W", "ignore", str(SMOKE), threads, str(out)],
-        capture_output=True, text=True, timeout=SMOKE_TIMEOUT_S, env=env, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=SMOKE_TIMEOUT_S,
+        env=env,
+        cwd=tmp_path,
     )
     assert proc.returncode == 0, f"smoke run at {threads} threads failed:\n{proc.stderr[-4000:]}"
     return json.loads(out.read_text(encoding="utf-8"))

@@ -7,8 +7,8 @@ Everything in depthscope that measures works on a `Chain`; adapters turn models 
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -84,7 +84,7 @@ class Chain:
         blocks: Sequence[str | nn.Module] | None = None,
         *,
         example: torch.Tensor | None = None,
-    ) -> "Chain":
+    ) -> Chain:
         """Find the block sequence of ``module`` and return it as a chain (stem and head included).
 
         Looks, in order, for: an explicit ``blocks=`` list (submodule names, glob patterns such as
@@ -101,7 +101,7 @@ class Chain:
         return chain_from_module(cls, module, blocks, example)
 
     @classmethod
-    def from_hf(cls, model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> "Chain":
+    def from_hf(cls, model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> Chain:
         """A Hugging Face ``transformers`` model (BERT, GPT-2, ...) as a chain: embeddings output is
         x_0, each encoder/decoder layer a step (the attention mask passed through), then the head.
         Needs the optional extra ``depthscope[hf]``; weights are never downloaded."""
@@ -110,7 +110,7 @@ class Chain:
         return chain_from_hf(model, input_ids, attention_mask)
 
     @classmethod
-    def repeat(cls, fn: StepFn, n: int, name: str = "step", jvp=None) -> "Chain":
+    def repeat(cls, fn: StepFn, n: int, name: str = "step", jvp=None) -> Chain:
         """The chain ``fn`` applied ``n`` times (an iterated map, a weight-tied network);
         ``jvp`` is an optional analytic tangent map (see `Step`)."""
         if n < 1:
@@ -125,7 +125,7 @@ class Chain:
     def __iter__(self) -> Iterator[Step]:
         return iter(self.steps)
 
-    def __getitem__(self, index: int | slice) -> "Step | Chain":
+    def __getitem__(self, index: int | slice) -> Step | Chain:
         if isinstance(index, slice):
             return Chain(self.steps[index])
         return self.steps[index]
@@ -186,13 +186,10 @@ def run_step(step: Step, k: int, x: torch.Tensor) -> torch.Tensor:
         y = step.fn(x)
     except (RuntimeError, ValueError, TypeError, IndexError) as err:
         raise InputError(
-            f"step {k} ({step.name!r}) failed on an input of shape {tuple(x.shape)} "
-            f"and dtype {x.dtype}: {err}"
+            f"step {k} ({step.name!r}) failed on an input of shape {tuple(x.shape)} and dtype {x.dtype}: {err}"
         ) from err
     if not isinstance(y, torch.Tensor):
-        raise ChainError(
-            f"step {k} ({step.name!r}) returned a {type(y).__name__}; a step must return one tensor"
-        )
+        raise ChainError(f"step {k} ({step.name!r}) returned a {type(y).__name__}; a step must return one tensor")
     if y.ndim == 0 or (x.ndim > 0 and y.shape[0] != x.shape[0]):
         raise ChainError(
             f"step {k} ({step.name!r}) changed the batch dimension: {tuple(x.shape)} -> "

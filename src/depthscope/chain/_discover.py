@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import fnmatch
 import sys
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -79,9 +80,7 @@ def _resolve_blocks(module: nn.Module, blocks: Sequence[str | nn.Module]) -> lis
             continue
         # fnmatch's * also matches dots; a pattern names modules at its own nesting depth only.
         depth = item.count(".")
-        matches = [
-            (n, m) for n, m in named.items() if n and n.count(".") == depth and fnmatch.fnmatchcase(n, item)
-        ]
+        matches = [(n, m) for n, m in named.items() if n and n.count(".") == depth and fnmatch.fnmatchcase(n, item)]
         if not matches:
             raise NoBlocksError(f"blocks= pattern {item!r} matches no submodule of {type(module).__name__}")
         found.extend(matches)
@@ -136,7 +135,9 @@ def chain_from_module(
 ) -> Chain:
     module = unwrap(module)
     if blocks is None and isinstance(module, ChainModule):
-        return cls(Step(name, fn, fn if isinstance(fn, nn.Module) else None) for name, fn in module.chain_steps(example))
+        return cls(
+            Step(name, fn, fn if isinstance(fn, nn.Module) else None) for name, fn in module.chain_steps(example)
+        )
     if blocks is None and isinstance(module, nn.Sequential):
         if len(module) == 0:
             raise NoBlocksError("the nn.Sequential is empty: there are no blocks to probe")
@@ -163,6 +164,7 @@ def _hooked_steps(module: nn.Module, blocks: list[tuple[str, nn.Module]], exampl
     calls: dict[int, list[tuple[tuple, dict, Any]]] = {i: [] for i in range(len(blocks))}
     handles = []
     for i, (_, block) in enumerate(blocks):
+
         def pre(mod, args, kwargs, i=i):
             calls[i].append((args, kwargs, None))
 
@@ -242,8 +244,7 @@ def _hooked_steps(module: nn.Module, blocks: list[tuple[str, nn.Module]], exampl
         composed, reference, rtol=COMPOSITION_RTOL, atol=COMPOSITION_ATOL
     ):
         raise ChainError(
-            f"the chain found in {type(module).__name__} does not reproduce the model's output; "
-            "pass blocks= explicitly"
+            f"the chain found in {type(module).__name__} does not reproduce the model's output; pass blocks= explicitly"
         )
     # The stem and head steps run the whole module; list it once so mode checks see every layer.
     return [Step(s.name, s.fn, module) if s.module is None else s for s in steps]

@@ -47,9 +47,7 @@ def _check_model(model: nn.Module) -> None:
     try:
         from transformers import PreTrainedModel
     except ImportError as err:  # pragma: no cover - exercised only without the extra
-        raise ImportError(
-            "chain_from_hf needs the Hugging Face extra: pip install 'depthscope[hf]'"
-        ) from err
+        raise ImportError("chain_from_hf needs the Hugging Face extra: pip install 'depthscope[hf]'") from err
     if not isinstance(model, PreTrainedModel):
         raise ChainError(f"chain_from_hf expects a transformers PreTrainedModel, got {type(model).__name__}")
     active_dropout = [n for n, m in model.named_modules() if isinstance(m, nn.Dropout) and m.p > 0 and m.training]
@@ -60,9 +58,7 @@ def _check_model(model: nn.Module) -> None:
         )
 
 
-def chain_from_hf(
-    model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
-) -> Chain:
+def chain_from_hf(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> Chain:
     """The chain of a Hugging Face BERT or GPT-2 model on ``input_ids``, bound to that input.
 
     Args:

@@ -6,6 +6,20 @@ map); their Lyapunov exponents come from `depthscope.estimators.lyapunov`, never
 of Benettin's method here.
 """
 
+from depthscope.dynamics._cstr import (
+    CSTR,
+    HopfResult,
+    SteadyState,
+    exothermic_cstr,
+    exothermic_starts,
+    find_hopf,
+    gray_scott,
+    gray_scott_batch,
+    gray_scott_hopf,
+    gray_scott_starts,
+    gray_scott_upper,
+    steady_states,
+)
 from depthscope.dynamics._linear import LinearRecurrenceAnalysis, analyze_linear_recurrence
 from depthscope.dynamics._maps import (
     FIBONACCI,
@@ -19,20 +33,6 @@ from depthscope.dynamics._maps import (
 )
 from depthscope.dynamics._rate import rate_chain, rate_coupling, rate_network, rate_step_log_det
 from depthscope.dynamics._rnn import linear_rnn, tanh_rnn
-from depthscope.dynamics._cstr import (
-    CSTR,
-    SteadyState,
-    HopfResult,
-    steady_states,
-    find_hopf,
-    gray_scott,
-    gray_scott_hopf,
-    gray_scott_upper,
-    gray_scott_starts,
-    gray_scott_batch,
-    exothermic_cstr,
-    exothermic_starts,
-)
 from depthscope.dynamics.solvers import (
     BETA0,
     HIRES,

@@ -33,8 +33,8 @@ closed form (layout and details in `BDF2Integrator`). Everything here is float64
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import scipy.linalg
@@ -106,7 +106,9 @@ def nonfinite_entries(a: np.ndarray, shape: tuple[int, ...]) -> str:
     """Where ``a`` (flattened ``shape``) is NaN or infinite, as text: "(0, 1), (1, 1)" for a matrix,
     "2, 3" for a vector, the first MAX_NAMED_ENTRIES named and the rest counted ("... and 5 more")."""
     bad = np.argwhere(~np.isfinite(np.asarray(a).reshape(shape)))
-    named = ", ".join(str(tuple(int(i) for i in b)) if len(shape) > 1 else str(int(b[0])) for b in bad[:MAX_NAMED_ENTRIES])
+    named = ", ".join(
+        str(tuple(int(i) for i in b)) if len(shape) > 1 else str(int(b[0])) for b in bad[:MAX_NAMED_ENTRIES]
+    )
     return named + (f" and {len(bad) - MAX_NAMED_ENTRIES} more" if len(bad) > MAX_NAMED_ENTRIES else "")
 
 
@@ -385,8 +387,18 @@ class BDF2Integrator:
         w = self.w
         perm = np.concatenate((np.flatnonzero(~gone), np.flatnonzero(gone)))
         w_new = w - int(np.count_nonzero(gone))
-        vectors = [self.t, self.h, self.order, self.n_equal, self.eta, self.nsteps, self.nrejected,
-                   self.c_lu, self.jac_fresh, self.ids]
+        vectors = [
+            self.t,
+            self.h,
+            self.order,
+            self.n_equal,
+            self.eta,
+            self.nsteps,
+            self.nrejected,
+            self.c_lu,
+            self.jac_fresh,
+            self.ids,
+        ]
         if self.t_eval is not None:
             vectors += [self.next_eval, self.next_time]
         for a in vectors:
@@ -619,7 +631,7 @@ class BDF2Integrator:
         exponent = STEP_EXPONENT[uniform] if uniform else STEP_EXPONENT[k]  # -1 / (k + 1)
         h_new = h
         if any_reject:
-            factor = np.maximum(MIN_FACTOR, safety * err ** exponent)
+            factor = np.maximum(MIN_FACTOR, safety * err**exponent)
             h_new = np.where(reject, h * factor, h_new)
             self.nrejected[:w] += reject
         if shrink is not None and np.count_nonzero(shrink):

@@ -13,8 +13,8 @@ exothermic reaction with cooling (Uppal, Ray & Poore 1974: up to three steady st
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import scipy.optimize
@@ -77,7 +77,7 @@ class CSTR:
     def n(self) -> int:
         return self.stoich.shape[0]
 
-    def with_dilution(self, dilution: float) -> "CSTR":
+    def with_dilution(self, dilution: float) -> CSTR:
         return dataclasses.replace(self, dilution=float(dilution))
 
     def closed_rhs(self, x: torch.Tensor) -> torch.Tensor:

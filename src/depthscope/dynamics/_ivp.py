@@ -10,8 +10,9 @@ autograd when ``fun`` is torch-traceable, else from forward finite differences.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -222,7 +223,7 @@ def _choose_fun_mode(fun: Callable, args: tuple, batched: bool, t0: float, y0: n
                 f"fun(t, y) failed with numpy input ({numpy_err!r}) and with torch input ({torch_err!r})"
             ) from torch_err
         if not isinstance(out, torch.Tensor):
-            raise InputError(f"fun returned a {type(out).__name__} for torch input; expected a tensor")
+            raise InputError(f"fun returned a {type(out).__name__} for torch input; expected a tensor") from numpy_err
         return True
     return isinstance(out, torch.Tensor)
 
@@ -248,8 +249,10 @@ def _real_array(name: str, value: Any, expected: str) -> np.ndarray:
     except (TypeError, ValueError) as err:
         raise InputError(f"{name} must be {expected}; got {value!r} ({err})") from err
     if arr.dtype.kind == "c":
-        raise InputError(f"{name} is complex; expected {expected} (write a complex system as 2n real states: "
-                         "real and imaginary parts)")
+        raise InputError(
+            f"{name} is complex; expected {expected} (write a complex system as 2n real states: "
+            "real and imaginary parts)"
+        )
     if arr.dtype.kind not in "biuf":
         raise InputError(f"{name} must be {expected}; got {value!r} (dtype {arr.dtype})")
     return arr.astype(np.float64)
@@ -376,8 +379,18 @@ def solve_ivp(
         t_eval_arr = np.array([t0, t_end])
     first = None if first_step is None else np.full(shape[0], float(first_step))
     core = BDF2Integrator(
-        fun_b, jac_b, t0, t_end, y0, rtol, atol, first, float(max_step), t_eval_arr,
-        record_steps=not batched, max_steps=max_steps,
+        fun_b,
+        jac_b,
+        t0,
+        t_end,
+        y0,
+        rtol,
+        atol,
+        first,
+        float(max_step),
+        t_eval_arr,
+        record_steps=not batched,
+        max_steps=max_steps,
     )
     out = core.run()
     nfev = out.nfev + fun_b.extra_calls
@@ -395,8 +408,16 @@ def solve_ivp(
         if len(failed):
             summary += f"; first failure (system {failed[0]}): {messages[failed[0]]}"
         return BatchOdeResult(
-            t=t_eval_arr, y=out.y_eval, status=out.status, messages=tuple(messages), message=summary,
-            nfev=nfev, njev=out.njev, nlu=out.nlu, nsteps=out.nsteps, nrejected=out.nrejected,
+            t=t_eval_arr,
+            y=out.y_eval,
+            status=out.status,
+            messages=tuple(messages),
+            message=summary,
+            nfev=nfev,
+            njev=out.njev,
+            nlu=out.nlu,
+            nsteps=out.nsteps,
+            nrejected=out.nrejected,
             jac_source=source,
         )
     if t_eval_arr is None:
@@ -405,7 +426,14 @@ def solve_ivp(
         reached = int(np.sum(t_eval_arr <= out.t_final[0]))
         t_out, y_out = t_eval_arr[:reached], out.y_eval[0][:, :reached]
     return OdeResult(
-        t=t_out, y=y_out, status=int(out.status[0]), message=messages[0], nfev=nfev,
-        njev=out.njev, nlu=out.nlu, nsteps=int(out.nsteps[0]), nrejected=int(out.nrejected[0]),
+        t=t_out,
+        y=y_out,
+        status=int(out.status[0]),
+        message=messages[0],
+        nfev=nfev,
+        njev=out.njev,
+        nlu=out.nlu,
+        nsteps=int(out.nsteps[0]),
+        nrejected=int(out.nrejected[0]),
         jac_source=source,
     )

@@ -98,8 +98,7 @@ def analyze_linear_recurrence(A, x0, n_steps: int) -> LinearRecurrenceAnalysis:
     pair = 0 if is_real else 1  # a conjugate partner shares the modulus and the real subspace
     if n > 1 + pair and mods[1 + pair] >= mods[0] * (1 - TIE_RTOL):
         raise ValueError(
-            f"the top eigenvalue modulus {mods[0].item():.6g} is shared by distinct modes; "
-            "no single dominant direction"
+            f"the top eigenvalue modulus {mods[0].item():.6g} is shared by distinct modes; no single dominant direction"
         )
     v1 = _unit_eigenvector(evecs[:, 0])
     basis = _dominant_basis(v1, is_real)  # (n, d)

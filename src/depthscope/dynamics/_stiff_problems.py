@@ -9,8 +9,8 @@ is ours). ``scd`` is the test set's accuracy measure: significant correct digits
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -242,18 +242,59 @@ def _pr_fun(t: float, y: np.ndarray) -> np.ndarray:
 CLOSED_FORM_PROBLEMS: dict[str, ClosedFormProblem] = {
     p.name: p
     for p in (
-        ClosedFormProblem("decay", lambda t, y: -y, lambda t, y: -np.eye(1), np.array([1.0]), (0.0, 10.0),
-                          lambda t: np.exp(-t)[None], condition=10.0),
-        ClosedFormProblem("blow-up 0.9", lambda t, y: y * y, lambda t, y: np.diag(2.0 * y), np.array([1.0]),
-                          (0.0, 0.9), lambda t: (1.0 / (1.0 - t))[None], condition=10.0),
-        ClosedFormProblem("blow-up 0.99", lambda t, y: y * y, lambda t, y: np.diag(2.0 * y), np.array([1.0]),
-                          (0.0, 0.99), lambda t: (1.0 / (1.0 - t))[None], condition=100.0),
-        ClosedFormProblem("stiff decay", lambda t, y: _LAM * y, lambda t, y: _LAM * np.eye(1), np.array([1.0]),
-                          (0.0, -5.0 / _LAM), lambda t: np.exp(_LAM * t)[None], condition=5.0),
-        ClosedFormProblem("Prothero-Robinson", _pr_fun, lambda t, y: _LAM * np.eye(1), np.array([3.0]),
-                          (0.0, 10.0), lambda t: (2.0 + np.cos(t))[None], condition=1.0),
-        ClosedFormProblem("linear system", lambda t, y: _LIN_A @ y, lambda t, y: _LIN_A, _LIN_Y0, (0.0, 3.0),
-                          lambda t: _LIN_Q @ (np.exp(np.outer(LINEAR_SYSTEM_RATES, t)) * (_LIN_Q.T @ _LIN_Y0)[:, None]),
-                          condition=3.0),
+        ClosedFormProblem(
+            "decay",
+            lambda t, y: -y,
+            lambda t, y: -np.eye(1),
+            np.array([1.0]),
+            (0.0, 10.0),
+            lambda t: np.exp(-t)[None],
+            condition=10.0,
+        ),
+        ClosedFormProblem(
+            "blow-up 0.9",
+            lambda t, y: y * y,
+            lambda t, y: np.diag(2.0 * y),
+            np.array([1.0]),
+            (0.0, 0.9),
+            lambda t: (1.0 / (1.0 - t))[None],
+            condition=10.0,
+        ),
+        ClosedFormProblem(
+            "blow-up 0.99",
+            lambda t, y: y * y,
+            lambda t, y: np.diag(2.0 * y),
+            np.array([1.0]),
+            (0.0, 0.99),
+            lambda t: (1.0 / (1.0 - t))[None],
+            condition=100.0,
+        ),
+        ClosedFormProblem(
+            "stiff decay",
+            lambda t, y: _LAM * y,
+            lambda t, y: _LAM * np.eye(1),
+            np.array([1.0]),
+            (0.0, -5.0 / _LAM),
+            lambda t: np.exp(_LAM * t)[None],
+            condition=5.0,
+        ),
+        ClosedFormProblem(
+            "Prothero-Robinson",
+            _pr_fun,
+            lambda t, y: _LAM * np.eye(1),
+            np.array([3.0]),
+            (0.0, 10.0),
+            lambda t: (2.0 + np.cos(t))[None],
+            condition=1.0,
+        ),
+        ClosedFormProblem(
+            "linear system",
+            lambda t, y: _LIN_A @ y,
+            lambda t, y: _LIN_A,
+            _LIN_Y0,
+            (0.0, 3.0),
+            lambda t: _LIN_Q @ (np.exp(np.outer(LINEAR_SYSTEM_RATES, t)) * (_LIN_Q.T @ _LIN_Y0)[:, None]),
+            condition=3.0,
+        ),
     )
 }

@@ -7,8 +7,8 @@ of M independent vectors of length N.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -147,7 +147,11 @@ def lanczos_top_eigenvalue(
             b = torch.where(bad, torch.zeros_like(b), b)
             w = torch.where(bad[:, None], torch.zeros_like(w), w)
         scale = torch.maximum(scale, a.double().abs() + b)
-        T = torch.diag_embed(alphas[:, :it]) + torch.diag_embed(betas[:, : it - 1], 1) + torch.diag_embed(betas[:, : it - 1], -1)
+        T = (
+            torch.diag_embed(alphas[:, :it])
+            + torch.diag_embed(betas[:, : it - 1], 1)
+            + torch.diag_embed(betas[:, : it - 1], -1)
+        )
         evals, evecs = torch.linalg.eigh(T)
         theta = evals[:, -1]
         r = b * evecs[:, -1, -1].abs()

@@ -25,8 +25,8 @@ are plain autograd calls on retained graphs, and many tangents go through at onc
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Iterator, Sequence
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -351,8 +351,11 @@ class LinearizedChain:
         if rest:
             with _quiet_batching():
                 grads = torch.autograd.grad(
-                    [self._g[k] for k, _ in rest], [self._u[k] for k, _ in rest], [v for _, v in rest],
-                    retain_graph=True, is_grads_batched=True,
+                    [self._g[k] for k, _ in rest],
+                    [self._u[k] for k, _ in rest],
+                    [v for _, v in rest],
+                    retain_graph=True,
+                    is_grads_batched=True,
                 )
             out.update({k: g for (k, _), g in zip(rest, grads)})
         return [self._finite_once(k, "jvp", v, out[k]) for k, v in zip(ks, vs)]
@@ -365,8 +368,12 @@ class LinearizedChain:
             try:
                 with _quiet_batching():
                     grads = torch.autograd.grad(
-                        [self._y[k] for k, _ in rest], [self._x[k] for k, _ in rest], [u for _, u in rest],
-                        retain_graph=True, is_grads_batched=True, allow_unused=True,
+                        [self._y[k] for k, _ in rest],
+                        [self._x[k] for k, _ in rest],
+                        [u for _, u in rest],
+                        retain_graph=True,
+                        is_grads_batched=True,
+                        allow_unused=True,
                     )
             except RuntimeError:
                 for k, u in rest:  # one step at a time, so that the error names the step at fault

@@ -129,6 +129,7 @@ def explicit_stats(
         flat = stack.reshape(G * B, n_out, n_in)
         fro, smax, smin, gap, kind, method = _explicit_group(flat, n_out == n_in and with_min, exact, generator)
         for i, k in enumerate(ks):
+
             def pick(t: torch.Tensor | None) -> float | None:
                 return None if t is None else float(t.reshape(G, B)[i].mean())
 
@@ -168,7 +169,9 @@ def _top_singular_value(A: torch.Tensor, dtype: torch.dtype, v0: torch.Tensor) -
     scale = A.flatten(1).norm(dim=1)
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))
     # J^T (J v) as two matrix-vector products: O(n^2) per iteration instead of forming J^T J, O(n^3).
-    top = lanczos_top_eigenvalue(_gram_matvec((A / scale[:, None, None]).to(dtype)), v0, rtol=EXPLICIT_LANCZOS_RTOL).value
+    top = lanczos_top_eigenvalue(
+        _gram_matvec((A / scale[:, None, None]).to(dtype)), v0, rtol=EXPLICIT_LANCZOS_RTOL
+    ).value
     return top.sqrt() * scale
 
 
@@ -373,7 +376,9 @@ def matrix_free_stats(
         if C == 2:
             cs.append(ritz_coefficients(V, JV - V) if square[k] else cs[0])
         starts.append(as_native(torch.stack([combine(c, V) for c in cs]).to(dtype), shape[k]))
-        images.append(as_native(torch.stack([combine(c, JV) for c in cs]).to(dtype), tuple(lin.states[k + 1].shape[1:])))
+        images.append(
+            as_native(torch.stack([combine(c, JV) for c in cs]).to(dtype), tuple(lin.states[k + 1].shape[1:]))
+        )
     v0, av0 = op.pack(starts), op.pack(op.apply(ks, starts, images)[0])
     top = lanczos_top_eigenvalue(op.matvec, v0, av0=av0, drop_converged=True, reorthogonalize=False).value
     top = top.double().reshape(op.S, C, B).sqrt() * op.scale
@@ -383,8 +388,9 @@ def matrix_free_stats(
         if square[k]:
             gap = top[i, 1]
             smin = (1.0 - gap).clamp_min(0.0)
-            result[k] = LocalStats(_mean(fro[k]), _mean(smax), _mean(smin), _mean(gap), SIGMA_MIN_WEYL, "matrix-free",
-                                   fro_se[k])
+            result[k] = LocalStats(
+                _mean(fro[k]), _mean(smax), _mean(smin), _mean(gap), SIGMA_MIN_WEYL, "matrix-free", fro_se[k]
+            )
         else:
             result[k] = LocalStats(_mean(fro[k]), _mean(smax), None, None, None, "matrix-free", fro_se[k])
     return result
@@ -410,7 +416,11 @@ def _fro_standard_error(samples: torch.Tensor, n_in: int) -> tuple[torch.Tensor,
 
 
 def _add_probes_until_precise(
-    lin: LinearizedChain, ks: list[int], samples: dict[int, torch.Tensor], generator: torch.Generator, dtype: torch.dtype
+    lin: LinearizedChain,
+    ks: list[int],
+    samples: dict[int, torch.Tensor],
+    generator: torch.Generator,
+    dtype: torch.dtype,
 ) -> None:
     """Append Hutchinson samples ``(P', B)`` to ``samples[k]`` until each step's relative standard
     error is at most HUTCHINSON_RSE_TARGET or it has HUTCHINSON_MAX_PROBES probes.
@@ -435,8 +445,10 @@ def _add_probes_until_precise(
         while todo:  # chunks of at most HUTCHINSON_CHUNK probes bound the memory of one pass
             # One pass per chunk size: batched autograd needs the same probe count on every step.
             m = min(HUTCHINSON_CHUNK, *(want[k] for k in todo))
-            vs = [as_native(rademacher((m, lin.batch, lin.n_in[k]), generator, dtype), tuple(lin.states[k].shape[1:]))
-                  for k in todo]
+            vs = [
+                as_native(rademacher((m, lin.batch, lin.n_in[k]), generator, dtype), tuple(lin.states[k].shape[1:]))
+                for k in todo
+            ]
             for k, o in zip(todo, lin.jvp_all(todo, vs)):
                 samples[k] = torch.cat([samples[k], tangent_norms(o).square()])
                 want[k] -= m

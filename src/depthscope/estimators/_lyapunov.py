@@ -7,8 +7,8 @@ Negative: the i-th direction vanishes; positive: it explodes; zero: marginal (cl
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 import torch.autograd.forward_ad as fwAD
@@ -163,9 +163,7 @@ def lyapunov(
             total = torch.zeros(q.shape[0], state.shape[0], dtype=state.dtype)
         y, z = _stream_apply(step, idx, state, q)
         if not torch.isfinite(y).all() or not torch.isfinite(z).all():
-            raise NonFiniteError(
-                f"NaN/Inf first appears at step {idx} ({step.name!r})", step=idx, step_name=step.name
-            )
+            raise NonFiniteError(f"NaN/Inf first appears at step {idx} ({step.name!r})", step=idx, step_name=step.name)
         q, logs = benettin_step(z, min(q.shape[0], y[0].numel()))
         total = total[: q.shape[0]]
         if idx >= transient:

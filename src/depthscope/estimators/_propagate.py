@@ -8,7 +8,7 @@ it divided out, so what is returned is always finite unless a Jacobian maps a ve
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 

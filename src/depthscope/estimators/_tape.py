@@ -22,7 +22,8 @@ Tangents have a leading dimension: ``(P, *shape)`` for a node of shape ``shape``
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -66,8 +67,15 @@ class LinearTape:
             constants (weights, ReLU masks) differ.
     """
 
-    def __init__(self, in_shape: torch.Size, out_shape: torch.Size, ops: list[_Op], out_node: int, n_nodes: int,
-                 signature: tuple = ()):
+    def __init__(
+        self,
+        in_shape: torch.Size,
+        out_shape: torch.Size,
+        ops: list[_Op],
+        out_node: int,
+        n_nodes: int,
+        signature: tuple = (),
+    ):
         self.in_shape, self.out_shape = in_shape, out_shape
         self.ops, self.out_node, self.n_nodes = ops, out_node, n_nodes
         # How many ops read each node (the output counts as read by the caller): a tangent read
@@ -220,7 +228,9 @@ def _conv_pair(func, weight, padding, stride, dilation, groups, in_shape):
         y = func(v.flatten(0, 1).contiguous(memory_format=fmt), weight, None, stride, padding, dilation, groups)
         return y.unflatten(0, v.shape[:2])
 
-    if all(st == 1 for st in stride) and all(dl * (k - 1) >= p for dl, k, p in zip(dilation, weight.shape[2:], padding)):
+    if all(st == 1 for st in stride) and all(
+        dl * (k - 1) >= p for dl, k, p in zip(dilation, weight.shape[2:], padding)
+    ):
         # A stride-1 convolution's transpose is the convolution with the kernel flipped and its
         # channel axes swapped (per group), padded by dilation (k - 1) - padding: one forward
         # convolution, 1.0-1.3x faster than convolution_backward on one tangent
@@ -240,8 +250,17 @@ def _conv_pair(func, weight, padding, stride, dilation, groups, in_shape):
             P = u.shape[0]
             like = torch.empty((P * in_shape[0], *in_shape[1:]), dtype=u.dtype, memory_format=fmt)
             g = torch.ops.aten.convolution_backward(
-                u.flatten(0, 1).contiguous(memory_format=fmt), like, weight, None, stride, padding, dilation,
-                False, [0] * d, groups, [True, False, False],
+                u.flatten(0, 1).contiguous(memory_format=fmt),
+                like,
+                weight,
+                None,
+                stride,
+                padding,
+                dilation,
+                False,
+                [0] * d,
+                groups,
+                [True, False, False],
             )[0]
             return [g.unflatten(0, (P, in_shape[0]))]
 
@@ -303,8 +322,10 @@ def _scaling(d: Tensor):
         return [u * d]
 
     def fits(t: Tensor) -> bool:
-        return torch.promote_types(t.dtype, d.dtype) == t.dtype and d.ndim <= t.ndim - 1 and all(
-            n == 1 or n == m for n, m in zip(reversed(d.shape), reversed(t.shape))
+        return (
+            torch.promote_types(t.dtype, d.dtype) == t.dtype
+            and d.ndim <= t.ndim - 1
+            and all(n == 1 or n == m for n, m in zip(reversed(d.shape), reversed(t.shape)))
         )
 
     jvp.inplace = lambda ts: ts[0].mul_(d) if fits(ts[0]) else None
@@ -329,11 +350,46 @@ for _f in (torch.sigmoid, T.sigmoid, F.sigmoid):
     _POINTWISE_FAST[_f] = lambda x: torch.sigmoid(x) * (1 - torch.sigmoid(x))
 # Pointwise functions whose derivative is taken by autograd on the primal input.
 _POINTWISE_AUTOGRAD = {
-    F.gelu, F.silu, F.softplus, F.elu, F.leaky_relu, F.hardtanh, F.relu6, F.selu, F.celu, F.mish,
-    F.logsigmoid, F.softsign, F.tanhshrink, F.hardswish, F.hardsigmoid,
-    torch.exp, T.exp, torch.sin, T.sin, torch.cos, T.cos, torch.abs, T.abs, torch.erf, T.erf,
-    torch.sqrt, T.sqrt, torch.rsqrt, T.rsqrt, torch.log, T.log, torch.square, T.square,
-    torch.clamp, T.clamp, torch.clip, T.clip, T.pow, torch.pow, T.__pow__,
+    F.gelu,
+    F.silu,
+    F.softplus,
+    F.elu,
+    F.leaky_relu,
+    F.hardtanh,
+    F.relu6,
+    F.selu,
+    F.celu,
+    F.mish,
+    F.logsigmoid,
+    F.softsign,
+    F.tanhshrink,
+    F.hardswish,
+    F.hardsigmoid,
+    torch.exp,
+    T.exp,
+    torch.sin,
+    T.sin,
+    torch.cos,
+    T.cos,
+    torch.abs,
+    T.abs,
+    torch.erf,
+    T.erf,
+    torch.sqrt,
+    T.sqrt,
+    torch.rsqrt,
+    T.rsqrt,
+    torch.log,
+    T.log,
+    torch.square,
+    T.square,
+    torch.clamp,
+    T.clamp,
+    torch.clip,
+    T.clip,
+    T.pow,
+    torch.pow,
+    T.__pow__,
 }
 
 
@@ -435,9 +491,22 @@ def _neg_rule(func, args, kwargs, out, tracked, ids):
 
 # Pure reshapes: the element order is kept, only the shape changes.
 _RESHAPES = {
-    T.view, T.reshape, torch.reshape, T.flatten, torch.flatten, T.unflatten, torch.unflatten,
-    T.squeeze, torch.squeeze, T.unsqueeze, torch.unsqueeze, T.contiguous, T.clone, torch.clone,
-    T.view_as, T.reshape_as,
+    T.view,
+    T.reshape,
+    torch.reshape,
+    T.flatten,
+    torch.flatten,
+    T.unflatten,
+    torch.unflatten,
+    T.squeeze,
+    torch.squeeze,
+    T.unsqueeze,
+    torch.unsqueeze,
+    T.contiguous,
+    T.clone,
+    torch.clone,
+    T.view_as,
+    T.reshape_as,
 }
 
 
@@ -486,7 +555,11 @@ def _permute_rule(func, args, kwargs, out, tracked, ids):
         raise Unsupported("permute")
     nd = args[0].ndim
     if func in (T.permute, torch.permute):
-        dims = args[1:] if len(args) > 2 or isinstance(_arg(args, kwargs, 1, "dims"), int) else _arg(args, kwargs, 1, "dims")
+        dims = (
+            args[1:]
+            if len(args) > 2 or isinstance(_arg(args, kwargs, 1, "dims"), int)
+            else _arg(args, kwargs, 1, "dims")
+        )
         perm = [d % nd for d in dims]
     else:  # transpose(d0, d1)
         d0, d1 = _arg(args, kwargs, 1, "dim0") % nd, _arg(args, kwargs, 2, "dim1") % nd
@@ -531,11 +604,38 @@ def _generic_rule(func, args, kwargs, out, tracked, ids):
 
 
 _GENERIC = {
-    F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, F.avg_pool1d, F.avg_pool2d,
-    F.avg_pool3d, torch.mean, T.mean, torch.sum, T.sum, torch.cat, torch.concat, torch.stack,
-    T.expand, T.expand_as, torch.matmul, T.matmul, T.__matmul__, T.__rmatmul__, torch.mm, T.mm,
-    torch.bmm, T.bmm, torch.einsum, T.repeat, torch.roll, T.roll, T.narrow, torch.narrow,
-    T.movedim, torch.movedim, F.interpolate,
+    F.adaptive_avg_pool1d,
+    F.adaptive_avg_pool2d,
+    F.adaptive_avg_pool3d,
+    F.avg_pool1d,
+    F.avg_pool2d,
+    F.avg_pool3d,
+    torch.mean,
+    T.mean,
+    torch.sum,
+    T.sum,
+    torch.cat,
+    torch.concat,
+    torch.stack,
+    T.expand,
+    T.expand_as,
+    torch.matmul,
+    T.matmul,
+    T.__matmul__,
+    T.__rmatmul__,
+    torch.mm,
+    T.mm,
+    torch.bmm,
+    T.bmm,
+    torch.einsum,
+    T.repeat,
+    torch.roll,
+    T.roll,
+    T.narrow,
+    torch.narrow,
+    T.movedim,
+    torch.movedim,
+    F.interpolate,
 }
 
 _RULES: dict[Any, Callable] = {}
@@ -560,8 +660,7 @@ _RULES[F.pad] = _pad_rule
 for _f in (T.permute, torch.permute, T.transpose, torch.transpose):
     _RULES[_f] = _permute_rule
 # Functions whose output does not move with the input (derivative zero almost everywhere).
-_CONSTANT = {torch.sign, T.sign, T.detach, torch.detach, torch.round, T.round, torch.floor, T.floor,
-             torch.ceil, T.ceil}
+_CONSTANT = {torch.sign, T.sign, T.detach, torch.detach, torch.round, T.round, torch.floor, T.floor, torch.ceil, T.ceil}
 # Inference-time no-ops: dropout outside training.
 _DROPOUT = {F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout}
 # Rules that must see the input before the call runs (an in-place call overwrites it).
@@ -716,8 +815,11 @@ def _fuse_scales(ops: list[_Op], out_node: int) -> list[_Op]:
         src = producer.get(op.ins[0]) if scale is not None else None
         conv = fused[src] if src is not None else None
         if (
-            conv is not None and hasattr(conv.jvp, "rescale") and uses.get(op.ins[0]) == 1
-            and op.ins[0] != out_node and conv.out == op.ins[0]
+            conv is not None
+            and hasattr(conv.jvp, "rescale")
+            and uses.get(op.ins[0]) == 1
+            and op.ins[0] != out_node
+            and conv.out == op.ins[0]
         ):
             fused[src] = _Op(conv.ins, op.out, *conv.jvp.rescale(scale))
             producer[op.out] = src

@@ -85,8 +85,9 @@ def _ran(r: ClaimResult) -> str:
     return f" · ran {html.escape(r.finished_at)}" if r.finished_at else ""
 
 
-def render_atlas(results: list[ClaimResult], title: str = "depthscope claim ledger", *,
-                 results_sha256: str | None = None) -> str:
+def render_atlas(
+    results: list[ClaimResult], title: str = "depthscope claim ledger", *, results_sha256: str | None = None
+) -> str:
     """The atlas page as an HTML string.
 
     ``results_sha256``: digest of the results file the page is written beside (recorded in a meta tag).
@@ -115,7 +116,7 @@ def render_atlas(results: list[ClaimResult], title: str = "depthscope claim ledg
 <p id="summary">{summary}</p>
 <table id="verdicts"><tr><th>id</th><th>claim</th><th>verdict</th><th>why</th><th>preset</th><th>ran (UTC)</th><th>s</th></tr>
 {rows}</table>
-{''.join(_section(r) for r in results)}
+{"".join(_section(r) for r in results)}
 </body></html>
 """
 

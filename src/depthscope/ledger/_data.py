@@ -46,7 +46,7 @@ class Dataset:
     def n_classes(self) -> int:
         return int(self.y_train.max()) + 1
 
-    def subset(self, n_train: int, n_test: int | None = None, seed: int = 0) -> "Dataset":
+    def subset(self, n_train: int, n_test: int | None = None, seed: int = 0) -> Dataset:
         """A random subset of ``n_train`` training and ``n_test`` test examples."""
         g = torch.Generator().manual_seed(seed)
         i = torch.randperm(len(self.x_train), generator=g)[:n_train]
@@ -88,7 +88,9 @@ def mnist() -> Dataset:
         (xa, ya), (xb, yb), (xt, yt) = pickle.load(fh, encoding="latin1")
     x_train = torch.from_numpy(np.concatenate([xa, xb]).astype(np.float32))
     y_train = torch.from_numpy(np.concatenate([ya, yb]).astype(np.int64))
-    return Dataset(x_train, y_train, torch.from_numpy(xt.astype(np.float32)), torch.from_numpy(yt.astype(np.int64)), "MNIST")
+    return Dataset(
+        x_train, y_train, torch.from_numpy(xt.astype(np.float32)), torch.from_numpy(yt.astype(np.int64)), "MNIST"
+    )
 
 
 def load_dataset(name: str) -> Dataset:

@@ -18,8 +18,9 @@ conformance test runs it, which shows that the refutation branch is real and rea
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from depthscope._errors import DepthscopeError
 

@@ -9,10 +9,11 @@ import io
 import json
 import platform
 import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -69,7 +70,7 @@ class ClaimResult:
         return encode_json(d)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "ClaimResult":
+    def from_dict(cls, d: Mapping[str, Any]) -> ClaimResult:
         """The result stored as ``d`` by `to_dict`; fields unknown to this version are ignored."""
         if not isinstance(d, Mapping):
             raise DepthscopeError(f"a claim result must be a JSON object, got {type(d).__name__}")
@@ -290,8 +291,11 @@ def load_results(path: str | Path) -> list[ClaimResult]:
         raise DepthscopeError(f"{path} is not {what} (format {payload.get('format')!r})")
     entries = payload.get("results")
     if not isinstance(entries, list):
-        problem = ("has no 'results' list" if entries is None
-                   else f"has 'results' of type {type(entries).__name__}, not a list")
+        problem = (
+            "has no 'results' list"
+            if entries is None
+            else f"has 'results' of type {type(entries).__name__}, not a list"
+        )
         raise DepthscopeError(f"{path} is not {what}: it {problem}")
     results = []
     for i, entry in enumerate(entries):

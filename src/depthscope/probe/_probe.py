@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 import platform
 import warnings
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -179,8 +179,12 @@ def _probe_chain(chain, x, loss, probes, n_lyap, seed, exact, method, with_min) 
     if n_lyap is None:
         n_lyap = min(DEFAULT_LYAPUNOV, narrowest)
     elif n_lyap > narrowest:
-        warnings.warn(f"lyapunov={n_lyap} exceeds the narrowest state along the chain ({narrowest} values "
-                      f"per example): computing {narrowest} exponents", ProbeWarning, stacklevel=3)
+        warnings.warn(
+            f"lyapunov={n_lyap} exceeds the narrowest state along the chain ({narrowest} values "
+            f"per example): computing {narrowest} exponents",
+            ProbeWarning,
+            stacklevel=3,
+        )
         n_lyap = narrowest
     # Everything below applies recorded Jacobians to tangents: no graph is needed (the autograd
     # route differentiates graphs it already holds, which works in no-grad mode).
@@ -227,8 +231,9 @@ def _measure(chain, lin, loss, probes, n_lyap, gen, seed, exact, method, with_mi
     frame = k_lyap if cum_exact else min(n0, max(probes, k_lyap))
     pushed = None
     if frame > 0:
-        pushed = benettin(apply, ks, random_frame(frame, x0.to(work), gen), lin.n_out,
-                          frame_norms=not cum_exact, report=k_lyap)
+        pushed = benettin(
+            apply, ks, random_frame(frame, x0.to(work), gen), lin.n_out, frame_norms=not cum_exact, report=k_lyap
+        )
     lyap: list[float] = pushed.exponents.tolist() if n_lyap > 0 else []
     nL = lin.states[-1][0].numel()
     narrow_out = not cum_exact and nL <= EXACT_CUMULATIVE_MAX_DIM
@@ -271,8 +276,14 @@ def _measure(chain, lin, loss, probes, n_lyap, gen, seed, exact, method, with_mi
     v, scale = verdict(log_gain, len(ks))
     # What drives it: the body apart from stem and head, the dominant step, zero steps.
     facts = [
-        StepFacts(chain.steps[k].name, k, in_shapes[j], tuple(lin.states[k + 1].shape[1:]),
-                  is_norm_module(chain.steps[k].module), local[k].fro)
+        StepFacts(
+            chain.steps[k].name,
+            k,
+            in_shapes[j],
+            tuple(lin.states[k + 1].shape[1:]),
+            is_norm_module(chain.steps[k].module),
+            local[k].fro,
+        )
         for j, k in enumerate(ks)
     ]
 
@@ -326,14 +337,24 @@ def _measure(chain, lin, loss, probes, n_lyap, gen, seed, exact, method, with_mi
         autograd_reasons={chain.steps[k].name: why for k, why in lin.route_reasons.items()},
     )
     versions = dict(depthscope=__version__, torch=torch.__version__, python=platform.python_version())
-    return Report(blocks, lyap, log_gain, v, scale, float(glog[0].mean()),
-                  settings, versions,
-                  body_span=None if drivers.body is None else [ks[i] for i in drivers.body],
-                  body_log_gain=drivers.body_log_gain, body_verdict=drivers.body_verdict,
-                  body_depth_scale=drivers.body_depth_scale,
-                  dominant_step=None if drivers.dominant is None else facts[drivers.dominant].name,
-                  dominant_share=drivers.dominant_share,
-                  zero_steps=[facts[j].name for j in drivers.zero_steps], notes=drivers.notes)
+    return Report(
+        blocks,
+        lyap,
+        log_gain,
+        v,
+        scale,
+        float(glog[0].mean()),
+        settings,
+        versions,
+        body_span=None if drivers.body is None else [ks[i] for i in drivers.body],
+        body_log_gain=drivers.body_log_gain,
+        body_verdict=drivers.body_verdict,
+        body_depth_scale=drivers.body_depth_scale,
+        dominant_step=None if drivers.dominant is None else facts[drivers.dominant].name,
+        dominant_share=drivers.dominant_share,
+        zero_steps=[facts[j].name for j in drivers.zero_steps],
+        notes=drivers.notes,
+    )
 
 
 def _loss_gradient(out: torch.Tensor, loss, gen: torch.Generator) -> torch.Tensor:

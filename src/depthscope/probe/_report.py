@@ -117,12 +117,12 @@ class Report:
         return target
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Report":
+    def from_dict(cls, d: dict[str, Any]) -> Report:
         """The report stored as ``d`` by `to_dict` (see `load` for what is accepted)."""
         return _report_from_dict(d, "report", stacklevel=3)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Report":
+    def load(cls, path: str | os.PathLike) -> Report:
         """Read a report written by `save`.
 
         Reports of formats ``OLDEST_READABLE_FORMAT`` to ``REPORT_FORMAT`` load; a field absent from
@@ -176,11 +176,15 @@ def _report_from_dict(d: Any, source: str, stacklevel: int) -> Report:
     if not isinstance(fmt, int) or isinstance(fmt, bool):
         raise DepthscopeError(f"{prefix}: no format number (got {fmt!r})")
     if fmt > REPORT_FORMAT:
-        raise DepthscopeError(f"{source} is a report of format {fmt}, written by a newer depthscope; "
-                              f"this version reads formats {OLDEST_READABLE_FORMAT} to {REPORT_FORMAT}")
+        raise DepthscopeError(
+            f"{source} is a report of format {fmt}, written by a newer depthscope; "
+            f"this version reads formats {OLDEST_READABLE_FORMAT} to {REPORT_FORMAT}"
+        )
     if fmt < OLDEST_READABLE_FORMAT:
-        raise DepthscopeError(f"{source} is a report of format {fmt}, too old for this version "
-                              f"(it reads formats {OLDEST_READABLE_FORMAT} to {REPORT_FORMAT})")
+        raise DepthscopeError(
+            f"{source} is a report of format {fmt}, too old for this version "
+            f"(it reads formats {OLDEST_READABLE_FORMAT} to {REPORT_FORMAT})"
+        )
     raw_blocks = d.pop("blocks", None)
     if not isinstance(raw_blocks, list):
         raise DepthscopeError(f"{prefix}: 'blocks' should be a list, got {type(raw_blocks).__name__}")
@@ -204,17 +208,35 @@ def _report_from_dict(d: Any, source: str, stacklevel: int) -> Report:
     if unknown_top or unknown_block:
         from depthscope.probe._probe import ProbeWarning  # imported here: _probe imports this module
 
-        parts = [f"{where} {', '.join(sorted(names))}" for where, names in
-                 (("top level:", unknown_top), ("blocks:", unknown_block)) if names]
-        warnings.warn(f"{source}: fields unknown to this version ignored ({'; '.join(parts)})", ProbeWarning,
-                      stacklevel=stacklevel)
+        parts = [
+            f"{where} {', '.join(sorted(names))}"
+            for where, names in (("top level:", unknown_top), ("blocks:", unknown_block))
+            if names
+        ]
+        warnings.warn(
+            f"{source}: fields unknown to this version ignored ({'; '.join(parts)})",
+            ProbeWarning,
+            stacklevel=stacklevel,
+        )
     return Report(**kw)
 
 
 _FLOAT_FIELDS = {
-    "local_fro", "local_fro_se", "cum_log_fro_se", "local_sigma_max", "local_sigma_min", "identity_gap", "cum_log_fro", "grad_log_norm",
-    "grad_ratio", "log_gain", "depth_scale", "input_grad_log_norm",
-    "body_log_gain", "body_depth_scale", "dominant_share",
+    "local_fro",
+    "local_fro_se",
+    "cum_log_fro_se",
+    "local_sigma_max",
+    "local_sigma_min",
+    "identity_gap",
+    "cum_log_fro",
+    "grad_log_norm",
+    "grad_ratio",
+    "log_gain",
+    "depth_scale",
+    "input_grad_log_norm",
+    "body_log_gain",
+    "body_depth_scale",
+    "dominant_share",
 }
 
 

@@ -115,17 +115,25 @@ def explicit_bytes(n_in: int, n_out: int, batch: int, dtype: torch.dtype, with_m
     return batch * n_in * n_out * per_entry
 
 
-def step_cost(n_in: int, n_out: int, batch: int, dtype: torch.dtype, with_min: bool, jacobian_route: str,
-              probes: int) -> StepCost:
+def step_cost(
+    n_in: int, n_out: int, batch: int, dtype: torch.dtype, with_min: bool, jacobian_route: str, probes: int
+) -> StepCost:
     """The model's prediction for one step (sizes per example, ``jacobian_route`` "tape" or "autograd")."""
     W, m, B = float(n_in) * n_out, float(min(n_in, n_out)), float(batch)
     s = dtype.itemsize / 4
     a, g = (1.0, 0.0) if jacobian_route == "tape" else (AUTOGRAD_PASS_FACTOR, AUTOGRAD_CALL_FACTOR)
     sq = 1.0 if with_min and n_in == n_out else 0.0
-    explicit = (EXPLICIT_STEP_S + EXPLICIT_BUILD_S * a * s * B * m * W
-                + EXPLICIT_DENSE_S * B * W * (1 + sq * EXPLICIT_SQUARE_EXTRA) + EXPLICIT_LU_S * sq * B * m**3)
-    matrix_free = ((MF_STEP_S + sq * MF_SQUARE_STEP_S) * (1 + g) + MF_READ_S * a * s * W * (1 + sq * MF_READ_SQUARE_EXTRA)
-                   + MF_TANGENT_S * a * s * B * W * (probes + MF_LANCZOS_PASSES * (1 + sq)))
+    explicit = (
+        EXPLICIT_STEP_S
+        + EXPLICIT_BUILD_S * a * s * B * m * W
+        + EXPLICIT_DENSE_S * B * W * (1 + sq * EXPLICIT_SQUARE_EXTRA)
+        + EXPLICIT_LU_S * sq * B * m**3
+    )
+    matrix_free = (
+        (MF_STEP_S + sq * MF_SQUARE_STEP_S) * (1 + g)
+        + MF_READ_S * a * s * W * (1 + sq * MF_READ_SQUARE_EXTRA)
+        + MF_TANGENT_S * a * s * B * W * (probes + MF_LANCZOS_PASSES * (1 + sq))
+    )
     return StepCost(explicit, matrix_free, explicit_bytes(n_in, n_out, batch, dtype, with_min))
 
 
@@ -151,8 +159,14 @@ def plan(lin: LinearizedChain, method: str, probes: int, with_min: bool) -> dict
     }
 
 
-def local_stats(lin: LinearizedChain, routes: dict[int, tuple[str, str]], probes: int, generator: torch.Generator,
-                exact: bool, with_min: bool) -> tuple[dict[int, LocalStats], dict[int, torch.Tensor]]:
+def local_stats(
+    lin: LinearizedChain,
+    routes: dict[int, tuple[str, str]],
+    probes: int,
+    generator: torch.Generator,
+    exact: bool,
+    with_min: bool,
+) -> tuple[dict[int, LocalStats], dict[int, torch.Tensor]]:
     """Every step's local statistics by its route, streaming the explicit ones.
 
     Explicit steps are built and measured one group of equal shape at a time (the grouping and
@@ -180,8 +194,16 @@ def local_stats(lin: LinearizedChain, routes: dict[int, tuple[str, str]], probes
     return stats, kept
 
 
-def _explicit_part(lin: LinearizedChain, part: list[int], generator: torch.Generator, exact: bool, with_min: bool,
-                   stats: dict[int, LocalStats], kept: dict[int, torch.Tensor], budget: int) -> None:
+def _explicit_part(
+    lin: LinearizedChain,
+    part: list[int],
+    generator: torch.Generator,
+    exact: bool,
+    with_min: bool,
+    stats: dict[int, LocalStats],
+    kept: dict[int, torch.Tensor],
+    budget: int,
+) -> None:
     """Build the Jacobians of ``part``, add their statistics to ``stats`` and float64 copies to
     ``kept`` while ``kept`` stays within ``budget`` bytes. The Jacobians die on return."""
     Js = {k: lin.explicit(k) for k in part}

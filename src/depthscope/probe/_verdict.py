@@ -17,8 +17,8 @@ chain's verdict the probe reports:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -134,6 +134,7 @@ def body_span(steps: Sequence[StepFacts]) -> tuple[int, int] | None:
     embeddings fed with integer ids) are not differentiated and so never part of the body. None
     when nothing is left (a chain of only a stem and a head).
     """
+
     def edge(j: int, names: frozenset[str]) -> bool:
         s = steps[j]
         return s.name in names or s.in_shape != s.out_shape or s.is_norm
@@ -239,13 +240,17 @@ def explain(
     for j in zero:
         note = f"{steps[j].name!r} is zero (J = 0): the chain's output does not depend on its input"
         if j > 0:
-            note += ("; no gradient of the loss reaches the steps before it (their grad ratios are for "
-                     "a random projection at its input)")
+            note += (
+                "; no gradient of the loss reaches the steps before it (their grad ratios are for "
+                "a random projection at its input)"
+            )
         notes.append(note)
     for j in killed:
         if j not in zero and j > 0:
-            notes.append(f"no gradient of the loss crosses {steps[j].name!r} for some examples; below it the "
-                         "grad ratios are for a random projection at its input")
+            notes.append(
+                f"no gradient of the loss crosses {steps[j].name!r} for some examples; below it the "
+                "grad ratios are for a random projection at its input"
+            )
     if body is not None and (b_gain is None or pushed):
         how = "pushed from the body's own input" if pushed else "not measured"
         notes.append(f"the signal is annihilated before the body: its gain is {how}")
@@ -311,7 +316,6 @@ def gradient_log_ratios(
             u = torch.where(mask, fresh(in_shapes[j]).to(w.dtype), u)
     log_r[:top] = torch.where(undefined[:top], restarted, log_r[:top])
     return log_r, sorted(killed)
-
 
 
 def pushed_log_gain(

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Mapping
 
 from rich.console import Console
 from rich.markup import escape
@@ -85,8 +85,9 @@ def ledger_progress(total: int, quiet: bool = False) -> Iterator[_Progress]:
         progress.close()
 
 
-def render_ledger_summary(results, out: Path | None = None, console: Console | None = None,
-                          in_file: int | None = None) -> None:
+def render_ledger_summary(
+    results, out: Path | None = None, console: Console | None = None, in_file: int | None = None
+) -> None:
     """Verdict table and counts after a run; ``in_file``: claims in the results file it was merged into."""
     console = console or Console()
     table = Table(title="claim ledger: verdicts", header_style="bold")

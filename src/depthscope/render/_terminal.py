@@ -50,8 +50,15 @@ def sparkline(values: list[float], width: int = 60) -> str:
 def report_table(report: Report) -> Table:
     table = Table(title="per-step Jacobians", show_lines=False, header_style="bold")
     for col, just in [
-        ("k", "right"), ("step", "left"), ("shape", "left"), ("rms σ", "right"), ("σ_max", "right"),
-        ("σ_min", "right"), ("‖J−I‖", "right"), ("log gain 0→k", "right"), ("grad ratio", "right"),
+        ("k", "right"),
+        ("step", "left"),
+        ("shape", "left"),
+        ("rms σ", "right"),
+        ("σ_max", "right"),
+        ("σ_min", "right"),
+        ("‖J−I‖", "right"),
+        ("log gain 0→k", "right"),
+        ("grad ratio", "right"),
     ]:
         table.add_column(col, justify=just, no_wrap=col in ("step", "shape"))
     rows = report.blocks
@@ -66,12 +73,21 @@ def report_table(report: Report) -> Table:
         smin = _fmt(b.local_sigma_min)
         if b.sigma_min_kind == "weyl-lower-bound":
             smin = "≥" + smin
-        shape = "×".join(map(str, b.in_shape)) if b.in_shape == b.out_shape else (
-            f"{'×'.join(map(str, b.in_shape))}→{'×'.join(map(str, b.out_shape))}"
+        shape = (
+            "×".join(map(str, b.in_shape))
+            if b.in_shape == b.out_shape
+            else (f"{'×'.join(map(str, b.in_shape))}→{'×'.join(map(str, b.out_shape))}")
         )
         table.add_row(
-            str(b.index), b.name, shape, _fmt(b.local_fro), _fmt(b.local_sigma_max), smin,
-            _fmt(b.identity_gap), _fmt(b.cum_log_fro), _fmt(b.grad_ratio, 4),
+            str(b.index),
+            b.name,
+            shape,
+            _fmt(b.local_fro),
+            _fmt(b.local_sigma_max),
+            smin,
+            _fmt(b.identity_gap),
+            _fmt(b.cum_log_fro),
+            _fmt(b.grad_ratio, 4),
         )
     return table
 

@@ -3,14 +3,16 @@
 Each family lives in its own module; importing it registers its models.
 """
 
-from depthscope.zoo import mlp  # noqa: F401  (registers plain_mlp, resnet_mlp)
-from depthscope.zoo import shrinkage  # noqa: F401
-from depthscope.zoo import cifar_resnet  # noqa: F401
-from depthscope.zoo import procresnet  # noqa: F401
-from depthscope.zoo import densenet  # noqa: F401
-from depthscope.zoo import rnn  # noqa: F401
-from depthscope.zoo import toys  # noqa: F401
-from depthscope.zoo import transformer  # noqa: F401
+from depthscope.zoo import (
+    cifar_resnet,  # noqa: F401
+    densenet,  # noqa: F401
+    mlp,  # noqa: F401  (registers plain_mlp, resnet_mlp)
+    procresnet,  # noqa: F401
+    rnn,  # noqa: F401
+    shrinkage,  # noqa: F401
+    toys,  # noqa: F401
+    transformer,  # noqa: F401
+)
 from depthscope.zoo._registry import ModelSpec, create_model, list_models, model_spec, register_model
 from depthscope.zoo.procrustes import conv_operator_singular_values, procrustes_
 

@@ -9,6 +9,7 @@ from torch import nn
 
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "linear")
 
+
 # The weight scale sigma_w that keeps the forward variance fixed for each activation at zero bias
 # (He et al. 2015 for ReLU: 2; tanh and linear slope a: 1/a^2, Glorot & Bengio 2010; sigmoid has no
 # critical point at zero bias, its derivative is at most 1/4, and 1 is the conventional choice).

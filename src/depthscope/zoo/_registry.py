@@ -8,8 +8,9 @@ entry is tested for free.
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from depthscope._errors import UnknownModelError
 from depthscope.chain._module import ChainModule

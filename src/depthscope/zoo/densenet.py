@@ -15,7 +15,7 @@ densenet_cnn: H_k(s) = conv3x3(relu(bn(s))), the DenseNet composite function; s_
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn

@@ -58,7 +58,7 @@ class ProcResNet(CifarResNet):
         """The transition blocks, in order."""
         return [b for b in self.blocks if isinstance(b, Transition)]
 
-    def project_transitions_(self) -> "ProcResNet":
+    def project_transitions_(self) -> ProcResNet:
         """Re-apply `procrustes_` to every transition (after an optimiser step, say); returns self."""
         for t in self.transitions():
             procrustes_(t.conv)

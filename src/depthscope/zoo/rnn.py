@@ -23,7 +23,7 @@ The bare recurrences (no stem, no head) are chains of `depthscope.dynamics`: ``l
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -235,5 +235,3 @@ def rate_network(N: int = 128, g: float = 2.0, dt: float = 0.1, steps: int = 100
     # The coupling is drawn from the global RNG, like every other zoo initialisation.
     seed = int(torch.randint(0, 2**31 - 1, ()).item())
     return RateNetwork(EulerRateStep(rate_coupling(N, g, seed).to(torch.get_default_dtype()), dt), steps)
-
-

@@ -16,7 +16,7 @@ shrinkage_cnn: x: (B, C, H, W) pre-activation blocks BN-ReLU-conv-BN-ReLU-conv (
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

@@ -14,7 +14,7 @@ Jacobian is part of the chain.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn

@@ -20,7 +20,7 @@ and softmax so that torch.func (jvp, vjp, vmap, jacrev) works through every bloc
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -201,9 +201,7 @@ class Transformer(ChainModule):
     ``head`` (``final_norm`` if given, then the unembedding).
     """
 
-    def __init__(
-        self, blocks: list[nn.Module], vocab: int, seq_len: int, d_model: int, final_norm: nn.Module | None
-    ):
+    def __init__(self, blocks: list[nn.Module], vocab: int, seq_len: int, d_model: int, final_norm: nn.Module | None):
         super().__init__()
         self.vocab = vocab
         self.seq_len = seq_len
@@ -240,7 +238,12 @@ _TINY = dict(depth=2, d_model=16, n_heads=2, d_ff=32, seq_len=8, vocab=11)
     tiny=_TINY,
 )
 def transformer_preln(
-    depth: int = 12, d_model: int = 64, n_heads: int = 4, d_ff: int = 256, seq_len: int = 32, vocab: int = 64,
+    depth: int = 12,
+    d_model: int = 64,
+    n_heads: int = 4,
+    d_ff: int = 256,
+    seq_len: int = 32,
+    vocab: int = 64,
     causal: bool = True,
 ) -> Transformer:
     """A Pre-LN transformer; Xavier-normal weights, zero biases, LN at (1, 0)."""
@@ -256,7 +259,12 @@ def transformer_preln(
     tiny=_TINY,
 )
 def transformer_postln(
-    depth: int = 12, d_model: int = 64, n_heads: int = 4, d_ff: int = 256, seq_len: int = 32, vocab: int = 64,
+    depth: int = 12,
+    d_model: int = 64,
+    n_heads: int = 4,
+    d_ff: int = 256,
+    seq_len: int = 32,
+    vocab: int = 64,
     causal: bool = True,
 ) -> Transformer:
     """A Post-LN transformer; Xavier-normal weights, zero biases. Its stream is already normalised,
@@ -273,7 +281,12 @@ def transformer_postln(
     tiny=_TINY,
 )
 def transformer_deepnorm(
-    depth: int = 12, d_model: int = 64, n_heads: int = 4, d_ff: int = 256, seq_len: int = 32, vocab: int = 64,
+    depth: int = 12,
+    d_model: int = 64,
+    n_heads: int = 4,
+    d_ff: int = 256,
+    seq_len: int = 32,
+    vocab: int = 64,
     causal: bool = True,
 ) -> Transformer:
     """A DeepNorm transformer of N = ``depth`` layers (Wang et al. 2022).
@@ -297,7 +310,12 @@ def transformer_deepnorm(
     tiny=_TINY,
 )
 def transformer_rezero(
-    depth: int = 12, d_model: int = 64, n_heads: int = 4, d_ff: int = 256, seq_len: int = 32, vocab: int = 64,
+    depth: int = 12,
+    d_model: int = 64,
+    n_heads: int = 4,
+    d_ff: int = 256,
+    seq_len: int = 32,
+    vocab: int = 64,
     causal: bool = True,
 ) -> Transformer:
     """A ReZero transformer (Bachlechner et al. 2021): every block is the identity at init."""

@@ -7,10 +7,10 @@ import math
 import numpy as np
 import pytest
 import torch
+from tests.ledger.claims.helpers import SEED, tiny_setting
 
 import depthscope as ds
 from depthscope.ledger.claims import j1_densenet as j1
-from tests.ledger.claims.helpers import SEED, tiny_setting
 
 
 def test_j1_residual_layer_norms_match_probe_cumulative_norms():
@@ -33,6 +33,7 @@ def test_j1_dense_layer_norms_match_brute_force_jacobian():
     x0 = torch.randn(2, 5, dtype=torch.float64)
     ours = j1._layer_jacobian_norms(model, x0)
     for b in range(2):
+
         def final_state(v):
             s = v.unsqueeze(0)
             for layer in model.layers:

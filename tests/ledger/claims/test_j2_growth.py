@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from tests.ledger.claims.helpers import SEED, run_tiny, tiny_setting
 from torch import nn
 
 import depthscope as ds
 from depthscope.ledger.claims import j2_growth as j2
-from tests.ledger.claims.helpers import SEED, run_tiny, tiny_setting
 
 
 @pytest.mark.parametrize("eps, tol", [(0.05, 0.5), (0.1, 0.5), (0.02, 0.1), (0.3, 1.0)])
@@ -59,7 +59,10 @@ def test_j2_judge_refutes_a_bound_violation_and_a_moved_function():
     assert j2._judge_j2(m, s).verdict == "confirmed"
     moved = {**m, "identity_logit_change": 1e-3}
     assert j2._judge_j2(moved, s).verdict == "refuted"
-    broken = {**m, "growth": {**m["growth"], "random": {**m["growth"]["random"], "gain": [g * 1.5 for g in m["bound"]]}}}
+    broken = {
+        **m,
+        "growth": {**m["growth"], "random": {**m["growth"]["random"], "gain": [g * 1.5 for g in m["bound"]]}},
+    }
     assert j2._judge_j2(broken, s).verdict == "refuted"
 
 

@@ -7,13 +7,13 @@ import math
 import numpy as np
 import pytest
 import torch
+from tests.ledger.claims.helpers import SEED, tiny_setting
 from torch import nn
 
 import depthscope as ds
 import depthscope.ledger as ledger
 from depthscope.ledger.claims import _transformer_common as tc
 from depthscope.ledger.claims import j3_postln as j3
-from tests.ledger.claims.helpers import SEED, tiny_setting
 
 
 def _tiny_transformer(variant: str, depth: int = 2) -> tuple[nn.Module, torch.Tensor, torch.Tensor, dict]:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tests.ledger.claims.helpers import SEED, run_tiny, tiny_setting
 
 import depthscope.ledger as ledger
 from depthscope.ledger.claims import j5_nas as j5
-from tests.ledger.claims.helpers import SEED, run_tiny, tiny_setting
 
 
 def test_j5_formula_and_second_moment_match_a_large_monte_carlo_at_one_layer():
@@ -50,7 +50,9 @@ def test_j5_monte_carlo_gradient_equals_autograd_of_the_linear_network():
 
 def test_j5_judge_branches():
     s = tiny_setting("J5")
-    row = dict(depth=4, s=0.5, mc_mean=1.0, formula=1.0, se=0.01, z=0.0, rel_error=0.0, mc_geometric_mean=0.5, tied_formula=2.5)
+    row = dict(
+        depth=4, s=0.5, mc_mean=1.0, formula=1.0, se=0.01, z=0.0, rel_error=0.0, mc_geometric_mean=0.5, tied_formula=2.5
+    )
     assert j5._judge_j5({"rows": [row], "s_balanced": 0.5}, s).verdict == "confirmed"
     assert j5._judge_j5({"rows": [{**row, "z": 5.0}], "s_balanced": 0.5}, s).verdict == "refuted"
 

@@ -7,11 +7,11 @@ import itertools
 import numpy as np
 import pytest
 import torch
+from tests.ledger.claims.helpers import SEED, tiny_setting
 from torch import nn
 
 import depthscope as ds
 from depthscope.ledger.claims import j6_lesion as j6
-from tests.ledger.claims.helpers import SEED, tiny_setting
 
 
 def test_j6_path_decomposition_matches_subset_enumeration():
@@ -34,8 +34,8 @@ def test_j6_path_decomposition_matches_subset_enumeration():
         P = torch.zeros(w, w, dtype=torch.float64)
         for subset in itertools.combinations(range(L), k):
             M = torch.eye(w, dtype=torch.float64)
-            for l in subset:
-                M = A[l] @ M
+            for layer in subset:
+                M = A[layer] @ M
             P += M
         expected = (gL.double() @ P).norm(dim=1).mean()
         assert norms[k] == pytest.approx(float(expected), rel=1e-10)

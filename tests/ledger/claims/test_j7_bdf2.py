@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from tests.ledger.claims.helpers import SEED, run_tiny, tiny_setting
 
 import depthscope.ledger as ledger
 from depthscope.dynamics import ROBER
 from depthscope.ledger.claims import j7_bdf2 as j7
-from tests.ledger.claims.helpers import SEED, run_tiny, tiny_setting
 
 
 @pytest.mark.parametrize("h_lambda", [0.5, 3.0, 100.0, 1e5])

@@ -7,10 +7,10 @@ import math
 import numpy as np
 import pytest
 import torch
+from tests.ledger.claims.helpers import SEED, run_tiny, tiny_setting
 
 from depthscope.dynamics import gray_scott
 from depthscope.ledger.claims import j8_cstr as j8
-from tests.ledger.claims.helpers import SEED, run_tiny, tiny_setting
 
 
 def test_j8_analytic_hopf_point():

@@ -6,10 +6,10 @@ import math
 
 import numpy as np
 import pytest
+from tests.ledger.claims.helpers import run_tiny, tiny_setting
 
 import depthscope.ledger as ledger
 from depthscope.ledger.claims import n1_fibonacci as n1
-from tests.ledger.claims.helpers import run_tiny, tiny_setting
 
 PHI = (1 + math.sqrt(5)) / 2
 PSI = (1 - math.sqrt(5)) / 2

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from tests.ledger.claims.helpers import SEED, run_tiny, tiny_setting
 
 import depthscope as ds
 import depthscope.ledger as ledger
 from depthscope.ledger.claims import n2_near_identity as n2
-from tests.ledger.claims.helpers import SEED, run_tiny, tiny_setting
 
 # Weyl's interval and the identity-gap oracle: exact SVDs in float64.
 SVD_ATOL = 1e-10
@@ -64,12 +64,39 @@ def test_n2_first_block_norm_is_linear_in_alpha(tiny):
 @pytest.mark.parametrize(
     "measured, verdict",
     [
-        ({"alpha": [0.01, 1.0], "df_norm": [0.02, 2.0], "deviation": [0.015, 1.5], "sigma_max": [1.01, 2.5],
-          "sigma_min": [0.985, 0.5], "weyl_excess": -0.005}, "confirmed"),
-        ({"alpha": [1.0], "df_norm": [2.0], "deviation": [1.5], "sigma_max": [2.5], "sigma_min": [0.5],
-          "weyl_excess": -0.5}, "qualified"),
-        ({"alpha": [0.01], "df_norm": [0.02], "deviation": [0.98], "sigma_max": [0.02], "sigma_min": [0.0],
-          "weyl_excess": 0.96}, "refuted"),
+        (
+            {
+                "alpha": [0.01, 1.0],
+                "df_norm": [0.02, 2.0],
+                "deviation": [0.015, 1.5],
+                "sigma_max": [1.01, 2.5],
+                "sigma_min": [0.985, 0.5],
+                "weyl_excess": -0.005,
+            },
+            "confirmed",
+        ),
+        (
+            {
+                "alpha": [1.0],
+                "df_norm": [2.0],
+                "deviation": [1.5],
+                "sigma_max": [2.5],
+                "sigma_min": [0.5],
+                "weyl_excess": -0.5,
+            },
+            "qualified",
+        ),
+        (
+            {
+                "alpha": [0.01],
+                "df_norm": [0.02],
+                "deviation": [0.98],
+                "sigma_max": [0.02],
+                "sigma_min": [0.0],
+                "weyl_excess": 0.96,
+            },
+            "refuted",
+        ),
     ],
 )
 def test_n2_judge_branches(measured, verdict):

@@ -7,11 +7,11 @@ import math
 import numpy as np
 import pytest
 import torch
+from tests.ledger.claims.helpers import SEED, run_tiny, tiny_setting
 
 import depthscope as ds
 import depthscope.ledger as ledger
 from depthscope.ledger.claims import n3_depth_law as n3
-from tests.ledger.claims.helpers import SEED, run_tiny, tiny_setting
 
 DEPTHS = [4, 8, 16, 32, 64, 128]
 

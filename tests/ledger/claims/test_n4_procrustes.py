@@ -6,13 +6,13 @@ import math
 
 import pytest
 import torch
+from tests.ledger.claims.helpers import SEED, run_tiny, tiny_setting
 from torch import nn
 
 import depthscope as ds
 import depthscope.ledger as ledger
 from depthscope.ledger.claims import n4_procrustes as n4
 from depthscope.zoo.procresnet import Transition
-from tests.ledger.claims.helpers import SEED, run_tiny, tiny_setting
 
 
 @pytest.fixture(scope="module")

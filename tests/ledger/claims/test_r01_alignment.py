@@ -4,6 +4,7 @@ verdict branch of the judge on hand-made measurements."""
 import numpy as np
 import pytest
 import torch
+from tests.ledger.claims.helpers import tiny_setting
 
 import depthscope.ledger as ledger
 from depthscope.ledger.claims.r01_alignment import (
@@ -16,7 +17,6 @@ from depthscope.ledger.claims.r01_alignment import (
     _residual_stack,
 )
 from depthscope.zoo.mlp import ResidualBlock
-from tests.ledger.claims.helpers import tiny_setting
 
 
 def test_denoising_pairs_clean_target_error_is_minus_the_noise():

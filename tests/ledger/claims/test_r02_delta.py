@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 import pytest
+from tests.ledger.claims.helpers import tiny_setting
 
 import depthscope.ledger as ledger
 from depthscope.ledger.claims._clusters import sum_kernels
@@ -17,7 +18,6 @@ from depthscope.ledger.claims.r02_delta import (
     sample_gains,
     samples_to_reach,
 )
-from tests.ledger.claims.helpers import tiny_setting
 
 
 def test_samples_to_reach_on_a_power_law_is_exact():
@@ -90,11 +90,22 @@ def test_measure_r2_tiny_is_deterministic_and_self_consistent():
 
 def _regime(gains, std=(0.5, 2.0), grad=(1.0, 5.0), gap=1e-15, slope=1.1):
     return {
-        "jitter": 0.1, "sample_gain": gains, "sample_gain_is_lower_bound": [False] * len(gains),
-        "direct_mae": [1.0] * (len(gains) + 1), "delta_mae": [0.5] * (len(gains) + 1),
-        "std_delta": std[0], "std_hi": std[1], "rkhs_delta": std[0], "rkhs_hi": std[1],
-        "grad_delta": grad[0], "grad_hi": grad[1], "additivity_gap": {"hi": gap, "lo": gap, "delta": gap},
-        "delta_slope": slope, "hi_slope": 1.0, "scaling_sizes": [4, 8], "delta_per_atom": [0.1, 0.1],
+        "jitter": 0.1,
+        "sample_gain": gains,
+        "sample_gain_is_lower_bound": [False] * len(gains),
+        "direct_mae": [1.0] * (len(gains) + 1),
+        "delta_mae": [0.5] * (len(gains) + 1),
+        "std_delta": std[0],
+        "std_hi": std[1],
+        "rkhs_delta": std[0],
+        "rkhs_hi": std[1],
+        "grad_delta": grad[0],
+        "grad_hi": grad[1],
+        "additivity_gap": {"hi": gap, "lo": gap, "delta": gap},
+        "delta_slope": slope,
+        "hi_slope": 1.0,
+        "scaling_sizes": [4, 8],
+        "delta_per_atom": [0.1, 0.1],
     }
 
 

@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from tests.ledger.claims.helpers import tiny_setting
 
 import depthscope.ledger as ledger
 from depthscope.ledger.claims.r03_degradation import (
@@ -24,7 +25,6 @@ from depthscope.ledger.claims.r03_degradation import (
     _steps_to_threshold,
 )
 from depthscope.zoo.mlp import ResidualBlock
-from tests.ledger.claims.helpers import tiny_setting
 
 
 def test_smoothed_matches_a_trailing_mean_loop():
@@ -132,10 +132,14 @@ def test_plot_r3_draws_diverged_runs_without_warnings():
         "curve_steps": [1, 2, 3],
         "arms": {
             "plain": {
-                "final_loss": [[0.5], [math.inf]], "mean_final_loss": [0.5, math.inf], "curve": [[1, 0.8, 0.6], []]
+                "final_loss": [[0.5], [math.inf]],
+                "mean_final_loss": [0.5, math.inf],
+                "curve": [[1, 0.8, 0.6], []],
             },
             "residual": {
-                "final_loss": [[0.5], [0.4]], "mean_final_loss": [0.5, 0.4], "curve": [[1, 0.8, 0.6], [1, 0.7, 0.5]]
+                "final_loss": [[0.5], [0.4]],
+                "mean_final_loss": [0.5, 0.4],
+                "curve": [[1, 0.8, 0.6], [1, 0.7, 0.5]],
             },
         },
     }

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from tests.ledger.claims.helpers import SEED, tiny_setting
 
 import depthscope.ledger as ledger
 from depthscope._errors import DepthscopeError
 from depthscope.ledger.claims import r04_telescoping as r04
-from tests.ledger.claims.helpers import SEED, tiny_setting
 
 
 @pytest.mark.parametrize("claim_id, verdict", [("R4", "confirmed")])

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tests.ledger.claims.helpers import SEED, tiny_setting
 
 import depthscope.ledger as ledger
 from depthscope.ledger.claims import _residual_common as common
 from depthscope.ledger.claims import r05_dead_zone as r05
-from tests.ledger.claims.helpers import SEED, tiny_setting
 
 
 @pytest.mark.parametrize("claim_id, verdict", [("R5", "confirmed")])

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from tests.ledger.claims.helpers import SEED, tiny_setting
 
 import depthscope.ledger as ledger
 from depthscope.ledger.claims import r06_eigenvalues as r06
-from tests.ledger.claims.helpers import SEED, tiny_setting
 
 
 @pytest.mark.parametrize("claim_id, verdict", [("R6", "qualified")])

@@ -6,9 +6,9 @@ import math
 
 import pytest
 import torch
+from tests.ledger.claims.helpers import SEED, tiny_setting
 
 from depthscope.ledger.claims import r08_product_bound as r08
-from tests.ledger.claims.helpers import SEED, tiny_setting
 
 
 @pytest.mark.parametrize("claim_id, verdict", [("R8", "confirmed")])

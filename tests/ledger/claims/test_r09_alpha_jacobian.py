@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from tests.ledger.claims.helpers import SEED, tiny_setting
 
 from depthscope.ledger.claims import r09_alpha_jacobian as r09
-from tests.ledger.claims.helpers import SEED, tiny_setting
 
 
 @pytest.mark.parametrize("claim_id, verdict", [("R9", "confirmed")])

@@ -75,7 +75,9 @@ def test_gradient_alignment_is_near_one_for_tiny_alpha_and_drops_for_large_alpha
 def _r10_measured(init_cos, trained_cos, neg):
     alphas = [0.1, 8.0]
     rec = lambda c: {  # noqa: E731
-        "mean_cosine": [0.99, c], "negative_fraction": [0.0, neg], "orthogonal_prediction": [0.99, 0.12]
+        "mean_cosine": [0.99, c],
+        "negative_fraction": [0.0, neg],
+        "orthogonal_prediction": [0.99, 0.12],
     }
     return {"alphas": alphas, "init": rec(init_cos), "trained": rec(trained_cos)}
 

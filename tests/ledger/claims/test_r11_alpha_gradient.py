@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tests.ledger.claims.helpers import SEED, tiny_setting
 
 from depthscope.ledger.claims import r11_alpha_gradient as r11
-from tests.ledger.claims.helpers import SEED, tiny_setting
 
 # Central differences in float64 at step h: truncation ~h^2 |L'''|, round-off ~1e-16 / h.
 FD_STEP = 1e-5

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tests.ledger.claims.helpers import SEED, tiny_setting
 
 import depthscope.ledger as ledger
 from depthscope.ledger.claims import r12_lockstep as r12
-from tests.ledger.claims.helpers import SEED, tiny_setting
 
 
 @pytest.mark.parametrize("claim_id, verdict", [("R12", "qualified")])

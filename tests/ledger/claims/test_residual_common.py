@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from tests.ledger.claims.helpers import SEED
 
 from depthscope.ledger.claims import _residual_common as common
-from tests.ledger.claims.helpers import SEED
 
 
 def test_matched_distance_pairs_conjugates_in_any_order():

@@ -5,11 +5,11 @@ from __future__ import annotations
 import math
 
 import pytest
+from tests.ledger.claims.helpers import tiny_setting
 
 from depthscope.ledger.claims import _transformer_common as tc
 from depthscope.ledger.claims import j3_postln as j3
 from depthscope.ledger.claims import j4_preln as j4
-from tests.ledger.claims.helpers import tiny_setting
 
 
 def _fits(rates, decays, r2=0.99):

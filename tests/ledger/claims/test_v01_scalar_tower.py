@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tests.ledger.claims.helpers import run_tiny
 
 from depthscope.ledger.claims import _vanishing_common as common
 from depthscope.ledger.claims import v01_scalar_tower as v01
 from depthscope.zoo.toys import activation_derivative, scalar_tower_grad_w1
-from tests.ledger.claims.helpers import run_tiny
 
 
 def test_v1_formula_equals_zoo_closed_form_and_autograd():

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from tests.ledger.claims.helpers import tiny_setting
 
 from depthscope.ledger.claims import _vanishing_common as common
 from depthscope.ledger.claims import v02_sigmoid_bound as v02
 from depthscope.zoo.toys import activation_derivative
-from tests.ledger.claims.helpers import tiny_setting
 
 
 def test_v2_sup_is_attained_only_at_zero_and_towers_respect_the_bound():

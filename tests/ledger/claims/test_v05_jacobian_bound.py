@@ -7,11 +7,11 @@ import math
 import numpy as np
 import pytest
 import torch
+from tests.ledger.claims.helpers import plain_mlp, tiny_setting
 
 import depthscope as ds
 from depthscope.ledger.claims import _vanishing_common as common
 from depthscope.ledger.claims import v05_jacobian_bound as v05
-from tests.ledger.claims.helpers import plain_mlp, tiny_setting
 
 
 def test_v5_probe_figures_match_direct_svds():

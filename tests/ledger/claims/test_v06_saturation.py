@@ -5,20 +5,28 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from tests.ledger.claims.helpers import tiny_setting
 
 import depthscope.ledger as ledger
 from depthscope.ledger.claims import _vanishing_common as common
 from depthscope.ledger.claims import v06_saturation as v06
 from depthscope.zoo.toys import activation_derivative
-from tests.ledger.claims.helpers import tiny_setting
 
 
 def test_v6_block_norms_match_a_direct_computation():
     setting = tiny_setting("V6")
     width = setting["width"]
     r = v06._v6_network(setting, 20.0, seed=11, gen=torch.Generator().manual_seed(0))
-    model = common._build("plain_mlp", 11, depth=setting["depth"], width=width, activation="tanh",
-                     sigma_w=setting["sigma_w"], sigma_b=20.0, out_dim=width)
+    model = common._build(
+        "plain_mlp",
+        11,
+        depth=setting["depth"],
+        width=width,
+        activation="tanh",
+        sigma_w=setting["sigma_w"],
+        sigma_b=20.0,
+        out_dim=width,
+    )
     blocks, stem = common._blocks_of(model)
     # the same first draw from the same generator: the network's inputs
     x = stem(torch.randn(v06.V6_BATCH, width, generator=torch.Generator().manual_seed(0), dtype=torch.float64))
@@ -40,9 +48,17 @@ def test_v6_more_bias_saturates_more_and_vanishes_faster():
 
 
 def _v6_measured(gain, dw):
-    return {"main": {"w_norm": [5.0] * len(dw), "dw_norm": dw, "rms_gain": [0.5] * len(dw),
-                     "log_grad_gain": gain, "saturated_fraction": 0.9, "mean_derivative": 0.05},
-            "sweep": [{"sigma_b": 50.0, "dw_norm": [0.5]}]}
+    return {
+        "main": {
+            "w_norm": [5.0] * len(dw),
+            "dw_norm": dw,
+            "rms_gain": [0.5] * len(dw),
+            "log_grad_gain": gain,
+            "saturated_fraction": 0.9,
+            "mean_derivative": 0.05,
+        },
+        "sweep": [{"sigma_b": 50.0, "dw_norm": [0.5]}],
+    }
 
 
 def test_v6_judge_branches():

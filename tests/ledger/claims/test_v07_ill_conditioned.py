@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 import torch
+from tests.ledger.claims.helpers import tiny_setting
 
 from depthscope.ledger.claims import v07_ill_conditioned as v07
-from tests.ledger.claims.helpers import tiny_setting
 
 
 def test_v7_top_gain_is_sigma_max_and_bottom_gain_bounds_sigma_min():

@@ -5,12 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-from depthscope.ledger.claims import v08_isometry as v08
 from tests.ledger.claims.helpers import run_tiny
 
+from depthscope.ledger.claims import v08_isometry as v08
 
-@pytest.mark.parametrize("name, expected", [("linear-gaussian", 1.0), ("relu-gaussian", 2.0), ("linear-orthogonal", 0.0)])
+
+@pytest.mark.parametrize(
+    "name, expected", [("linear-gaussian", 1.0), ("relu-gaussian", 2.0), ("linear-orthogonal", 0.0)]
+)
 def test_v8_one_layer_normalised_variance(name, expected):
     gen = torch.Generator().manual_seed(0)
     pairs = [v08._squared_singular_moments(v08.V8_SYSTEMS[name], 1, 256, s, gen) for s in range(3)]
@@ -31,6 +33,10 @@ def test_v8_orthogonal_chain_is_isometric_and_gaussian_is_not():
 
 
 def test_v8_mismatch_list_reads_published_values():
-    m = {"moments": {"linear-gaussian": [{"depth": 4, "variance": 5.5, "published": 4.0}],
-                     "linear-orthogonal": [{"depth": 4, "variance": 1e-16, "published": 0.0}]}}
+    m = {
+        "moments": {
+            "linear-gaussian": [{"depth": 4, "variance": 5.5, "published": 4.0}],
+            "linear-orthogonal": [{"depth": 4, "variance": 1e-16, "published": 0.0}],
+        }
+    }
     assert v08._moment_mismatches(m) == ["linear-gaussian L=4: 5.5 vs 4"]

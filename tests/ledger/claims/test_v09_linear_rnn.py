@@ -6,10 +6,10 @@ import math
 
 import pytest
 import torch
+from tests.ledger.claims.helpers import run_tiny
 
 from depthscope.ledger.claims import _vanishing_common as common
 from depthscope.ledger.claims import v09_linear_rnn as v09
-from tests.ledger.claims.helpers import run_tiny
 
 
 def test_v9_shear_keeps_the_spectrum_and_adds_a_transient():

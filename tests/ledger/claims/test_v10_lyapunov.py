@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from tests.ledger.claims.helpers import run_tiny, tiny_setting
 
 import depthscope.ledger as ledger
 from depthscope.ledger.claims import _vanishing_common as common
 from depthscope.ledger.claims import v10_lyapunov as v10
-from tests.ledger.claims.helpers import run_tiny, tiny_setting
 
 
 def test_v10_predicted_class_bands():

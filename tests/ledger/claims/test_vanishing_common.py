@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tests.ledger.claims.helpers import plain_mlp
 
 import depthscope as ds
 from depthscope.ledger.claims import _vanishing_common as common
-from tests.ledger.claims.helpers import plain_mlp
 
 
 def test_jacobian_helper_matches_autograd_functional():

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -60,8 +61,15 @@ class _ContractingHighway(nn.Module):
 
 def _ln_transformer(variant: str, depth: int, setting: Mapping[str, Any]) -> nn.Module:
     """A zoo transformer LM at initialisation (draws from torch's global generator)."""
-    sizes = dict(depth=depth, d_model=setting["d_model"], n_heads=setting["n_heads"], d_ff=FFN_WIDTH_FACTOR * setting["d_model"],
-                 seq_len=setting["seq_len"], vocab=setting["vocab"], causal=setting["causal"])
+    sizes = dict(
+        depth=depth,
+        d_model=setting["d_model"],
+        n_heads=setting["n_heads"],
+        d_ff=FFN_WIDTH_FACTOR * setting["d_model"],
+        seq_len=setting["seq_len"],
+        vocab=setting["vocab"],
+        causal=setting["causal"],
+    )
     if variant in LN_MODELS:
         return create_model(LN_MODELS[variant], **sizes)
     if variant == "contracting":
@@ -190,9 +198,7 @@ def _decay_kind(by_depth: Mapping[str, Any]) -> tuple[str, str]:
     fits = [by_depth[d]["fit"] for d in depths]
     deep, shallow = fits[-1], fits[0]
     rates = ", ".join(f"L={d}: {f['rate']:+.3f}" for d, f in zip(depths, fits))
-    numbers = (
-        f"fitted rate per block {rates}; at L={depths[-1]} log(||g_L||/||g_0||) = {deep['decay']:+.2f}, R^2 = {deep['r2']:.2f}"
-    )
+    numbers = f"fitted rate per block {rates}; at L={depths[-1]} log(||g_L||/||g_0||) = {deep['decay']:+.2f}, R^2 = {deep['r2']:.2f}"
     if all(f["decay"] < DECAY_MIN_LOG for f in fits):
         return "none", numbers
     persistent = shallow["rate"] > 0 and deep["rate"] >= RATE_PERSISTENCE_MIN * shallow["rate"]
@@ -260,9 +266,36 @@ _LN_REFERENCES = (
     "Wang et al. 2022, DeepNet: scaling transformers to 1,000 layers",
 )
 _LN_PRESETS = {
-    "tiny": {"depths": [2, 4], "seeds": 2, "d_model": 16, "n_heads": 2, "seq_len": 8, "vocab": 11, "batch": 2, "causal": True},
-    "quick": {"depths": [6, 12, 24, 48], "seeds": 3, "d_model": 64, "n_heads": 4, "seq_len": 32, "vocab": 64, "batch": 4, "causal": True},
-    "full": {"depths": [6, 12, 24, 48, 96], "seeds": 5, "d_model": 256, "n_heads": 8, "seq_len": 64, "vocab": 256, "batch": 4, "causal": True},
+    "tiny": {
+        "depths": [2, 4],
+        "seeds": 2,
+        "d_model": 16,
+        "n_heads": 2,
+        "seq_len": 8,
+        "vocab": 11,
+        "batch": 2,
+        "causal": True,
+    },
+    "quick": {
+        "depths": [6, 12, 24, 48],
+        "seeds": 3,
+        "d_model": 64,
+        "n_heads": 4,
+        "seq_len": 32,
+        "vocab": 64,
+        "batch": 4,
+        "causal": True,
+    },
+    "full": {
+        "depths": [6, 12, 24, 48, 96],
+        "seeds": 5,
+        "d_model": 256,
+        "n_heads": 8,
+        "seq_len": 64,
+        "vocab": 256,
+        "batch": 4,
+        "causal": True,
+    },
 }
 _LN_CRITERION = (
     "the stream gradient profile log ||dE/dx_l|| (l = 0..L, autograd, mean over seeds) is fitted by a line in l at "

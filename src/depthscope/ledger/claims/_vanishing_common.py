@@ -7,8 +7,9 @@ Conventions shared by the experiments: a gradient "vanishes" over a chain when i
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import scipy.linalg

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -74,7 +75,11 @@ def _j1_models(setting: Mapping[str, Any], run_seed: int) -> dict[str, nn.Module
     """The DenseNet and one ResNet per alpha, each built from ``run_seed``; keys "dense", "alpha=a"."""
     depth, width = setting["depth"], setting["width"]
     torch.manual_seed(run_seed)
-    models = {"dense": create_model("densenet_mlp", depth=depth, width=width, growth=setting["growth"], in_dim=DIGITS_FEATURES)}
+    models = {
+        "dense": create_model(
+            "densenet_mlp", depth=depth, width=width, growth=setting["growth"], in_dim=DIGITS_FEATURES
+        )
+    }
     for a in setting["alphas"]:
         torch.manual_seed(run_seed)
         models[f"alpha={a:g}"] = create_model("resnet_mlp", depth=depth, width=width, alpha=a, in_dim=DIGITS_FEATURES)
@@ -99,14 +104,19 @@ def _measure_j1(setting: Mapping[str, Any], seed: int) -> dict:
             profiles["init"].setdefault(name, []).append(_log_profile(model, x).tolist())
             if "trained" in conditions:
                 try:
-                    run = train_classifier(model, data, steps=setting["train_steps"], lr=J1_LR, optimizer="adam", seed=run_seed)
+                    run = train_classifier(
+                        model, data, steps=setting["train_steps"], lr=J1_LR, optimizer="adam", seed=run_seed
+                    )
                 except NonFiniteError:
                     profiles["trained"].setdefault(name, []).append(None)
                     accuracy.setdefault(name, []).append(None)
                     continue
                 profiles["trained"].setdefault(name, []).append(_log_profile(model, x).tolist())
                 accuracy.setdefault(name, []).append(run.test_accuracy)
-    spreads = {c: {n: [None if p is None else _spread(np.asarray(p)) for p in ps] for n, ps in by.items()} for c, by in profiles.items()}
+    spreads = {
+        c: {n: [None if p is None else _spread(np.asarray(p)) for p in ps] for n, ps in by.items()}
+        for c, by in profiles.items()
+    }
     ratio = {
         c: {
             n: [None if r is None or d is None else _spread_ratio(r, d) for r, d in zip(s, spreads[c]["dense"])]
@@ -115,7 +125,13 @@ def _measure_j1(setting: Mapping[str, Any], seed: int) -> dict:
         }
         for c, by in spreads.items()
     }
-    return {"conditions": conditions, "profiles": profiles, "spreads": spreads, "ratio": ratio, "test_accuracy": accuracy}
+    return {
+        "conditions": conditions,
+        "profiles": profiles,
+        "spreads": spreads,
+        "ratio": ratio,
+        "test_accuracy": accuracy,
+    }
 
 
 def _judge_j1(m: Mapping[str, Any], setting: Mapping[str, Any]) -> Judgement:
@@ -134,11 +150,20 @@ def _judge_j1(m: Mapping[str, Any], setting: Mapping[str, Any]) -> Judgement:
             (holds if med < J1_RATIO_HOLDS else fails).append(text)
     where = f"depth {setting['depth']}, {setting['seeds']} seeds, spread = std over layers of log ||d out_k/d x_0||_F"
     if not fails:
-        return confirmed(f"the ResNet's per-layer Jacobian norms varied less than the DenseNet's in every case ({where}): " + "; ".join(holds))
+        return confirmed(
+            f"the ResNet's per-layer Jacobian norms varied less than the DenseNet's in every case ({where}): "
+            + "; ".join(holds)
+        )
     if not holds:
-        return refuted(f"the ResNet's per-layer Jacobian norms varied at least as much as the DenseNet's in every case ({where}): " + "; ".join(fails))
+        return refuted(
+            f"the ResNet's per-layer Jacobian norms varied at least as much as the DenseNet's in every case ({where}): "
+            + "; ".join(fails)
+        )
     return qualified(
-        f"the ResNet was the more stable only in some cases ({where}). Holds: " + "; ".join(holds) + ". Fails: " + "; ".join(fails)
+        f"the ResNet was the more stable only in some cases ({where}). Holds: "
+        + "; ".join(holds)
+        + ". Fails: "
+        + "; ".join(fails)
     )
 
 
@@ -153,8 +178,13 @@ def _plot_j1(m: Mapping[str, Any], setting: Mapping[str, Any]):
             if not kept:
                 continue
             mean = np.mean(np.asarray(kept), axis=0)
-            ax.plot(np.arange(1, len(mean) + 1), mean, "k-" if name == "dense" else "-", lw=2 if name == "dense" else 1.2,
-                    label="DenseNet" if name == "dense" else f"ResNet {name}")
+            ax.plot(
+                np.arange(1, len(mean) + 1),
+                mean,
+                "k-" if name == "dense" else "-",
+                lw=2 if name == "dense" else 1.2,
+                label="DenseNet" if name == "dense" else f"ResNet {name}",
+            )
         ax.set_xlabel("layer k")
         ax.set_ylabel("log ||∂out_k/∂x_0||_F (mean over seeds)")
         ax.set_title(cond)
@@ -177,9 +207,33 @@ register_experiment(
             "qualified when it is < 1 for some (alpha, condition) pairs and not for others"
         ),
         presets={
-            "tiny": {"depth": 4, "width": 16, "growth": 8, "alphas": [0.1, 1.0], "seeds": 2, "n_examples": 8, "train_steps": 40},
-            "quick": {"depth": 16, "width": 32, "growth": 16, "alphas": [0.1, 0.25, 1.0], "seeds": 3, "n_examples": 16, "train_steps": 200},
-            "full": {"depth": 40, "width": 64, "growth": 12, "alphas": [0.05, 0.1, 0.158, 0.5, 1.0], "seeds": 3, "n_examples": 32, "train_steps": 2000},
+            "tiny": {
+                "depth": 4,
+                "width": 16,
+                "growth": 8,
+                "alphas": [0.1, 1.0],
+                "seeds": 2,
+                "n_examples": 8,
+                "train_steps": 40,
+            },
+            "quick": {
+                "depth": 16,
+                "width": 32,
+                "growth": 16,
+                "alphas": [0.1, 0.25, 1.0],
+                "seeds": 3,
+                "n_examples": 16,
+                "train_steps": 200,
+            },
+            "full": {
+                "depth": 40,
+                "width": 64,
+                "growth": 12,
+                "alphas": [0.05, 0.1, 0.158, 0.5, 1.0],
+                "seeds": 3,
+                "n_examples": 32,
+                "train_steps": 2000,
+            },
         },
         measure=_measure_j1,
         judge=_judge_j1,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -250,9 +251,39 @@ register_experiment(
             "||G(h) - h|| / ||h|| > (1 + eps)^m - 1 (float64, slack 1e-9)"
         ),
         presets={
-            "tiny": {"base_depth": 2, "width": 16, "train_steps": 60, "n_eval": 32, "identity_blocks": 2, "eps": 0.1, "tol": 0.5, "m_factor": 2, "branch_norm_factor": 1.0},
-            "quick": {"base_depth": 4, "width": 32, "train_steps": 400, "n_eval": 128, "identity_blocks": 4, "eps": 0.05, "tol": 0.5, "m_factor": 2, "branch_norm_factor": 1.0},
-            "full": {"base_depth": 8, "width": 64, "train_steps": 2000, "n_eval": 449, "identity_blocks": 8, "eps": 0.02, "tol": 0.5, "m_factor": 2, "branch_norm_factor": 1.0},
+            "tiny": {
+                "base_depth": 2,
+                "width": 16,
+                "train_steps": 60,
+                "n_eval": 32,
+                "identity_blocks": 2,
+                "eps": 0.1,
+                "tol": 0.5,
+                "m_factor": 2,
+                "branch_norm_factor": 1.0,
+            },
+            "quick": {
+                "base_depth": 4,
+                "width": 32,
+                "train_steps": 400,
+                "n_eval": 128,
+                "identity_blocks": 4,
+                "eps": 0.05,
+                "tol": 0.5,
+                "m_factor": 2,
+                "branch_norm_factor": 1.0,
+            },
+            "full": {
+                "base_depth": 8,
+                "width": 64,
+                "train_steps": 2000,
+                "n_eval": 449,
+                "identity_blocks": 8,
+                "eps": 0.02,
+                "tol": 0.5,
+                "m_factor": 2,
+                "branch_norm_factor": 1.0,
+            },
         },
         measure=_measure_j2,
         judge=_judge_j2,

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from depthscope.ledger._experiment import Experiment, Judgement, confirmed, qualified, refuted, register_experiment
 from depthscope.ledger.claims._transformer_common import (
@@ -22,7 +23,9 @@ def _judge_j3(m: Mapping[str, Any], setting: Mapping[str, Any]) -> Judgement:
     kind, numbers = _decay_kind(m["variants"][variant])
     context = _ln_context(m, variant)
     if kind == "exponential":
-        return confirmed(f"{variant}: the gradient decays exponentially toward the input with a depth-independent rate: {numbers}{context}")
+        return confirmed(
+            f"{variant}: the gradient decays exponentially toward the input with a depth-independent rate: {numbers}{context}"
+        )
     if kind == "subexponential":
         return qualified(
             f"{variant}: the gradient decays toward the input, but not at a rate that persists with depth "
@@ -53,7 +56,10 @@ register_experiment(
         source="001",
         expected="in a Post-LN transformer LM at initialisation the stream gradient decays exponentially toward the input at a rate that persists with depth",
         refuted_if=_LN_CRITERION + "; refuted if 'none', qualified if 'subexponential'",
-        presets={name: {"variant": "postln", "compare": ["postln", "preln", "deepnorm"], **p} for name, p in _LN_PRESETS.items()},
+        presets={
+            name: {"variant": "postln", "compare": ["postln", "preln", "deepnorm"], **p}
+            for name, p in _LN_PRESETS.items()
+        },
         measure=_measure_ln,
         judge=_judge_j3,
         plot=_plot_ln,

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -26,7 +27,9 @@ def _judge_j4(m: Mapping[str, Any], setting: Mapping[str, Any]) -> Judgement:
     if kind == "exponential":
         return refuted(f"{variant}: the gradient decays exponentially toward the input: {numbers}{context}")
     if kind == "subexponential":
-        return qualified(f"{variant}: no exponential decay, but the gradient still decays toward the input: {numbers}{context}")
+        return qualified(
+            f"{variant}: no exponential decay, but the gradient still decays toward the input: {numbers}{context}"
+        )
     by = m["variants"][variant]
     depths = sorted(by, key=int)
     rise = np.array([-by[d]["fit"]["decay"] for d in depths])
@@ -48,7 +51,10 @@ register_experiment(
         source="001",
         expected="in a Pre-LN transformer LM at initialisation the stream gradient does not decay toward the input at any depth",
         refuted_if=_LN_CRITERION + "; refuted if 'exponential', qualified if 'subexponential'",
-        presets={name: {"variant": "preln", "compare": ["preln", "postln", "deepnorm"], **p} for name, p in _LN_PRESETS.items()},
+        presets={
+            name: {"variant": "preln", "compare": ["preln", "postln", "deepnorm"], **p}
+            for name, p in _LN_PRESETS.items()
+        },
         measure=_measure_ln,
         judge=_judge_j4,
         plot=_plot_ln,

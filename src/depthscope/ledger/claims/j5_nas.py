@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -61,7 +62,11 @@ def _j5_squared_norms(setting: Mapping[str, Any], s: float, depth: int, g: torch
         tied = (torch.rand(count, 1, generator=g, dtype=torch.float64) < s).double()
         for _ in range(depth):
             W = torch.randn(count, n, n, generator=g, dtype=torch.float64) * (sigma / math.sqrt(n))
-            b = tied if setting["mask"] == "tied" else (torch.rand(count, 1, generator=g, dtype=torch.float64) < s).double()
+            b = (
+                tied
+                if setting["mask"] == "tied"
+                else (torch.rand(count, 1, generator=g, dtype=torch.float64) < s).double()
+            )
             u = torch.einsum("tij,ti->tj", W, u) + b * u  # A^T u with A = W + b I
         out.append(u.pow(2).sum(1))
     return torch.cat(out)
@@ -79,15 +84,25 @@ def _measure_j5(setting: Mapping[str, Any], seed: int) -> dict:
             mean = float(sq.mean())
             formula = j5_expected_sq_norm(setting["sigma2"], s, depth)
             se_sample = float(sq.std()) / math.sqrt(len(sq))
-            se_formula = math.sqrt(max(j5_second_moment(setting["sigma2"], s, depth, setting["width"]) - formula**2, 0.0) / len(sq))
+            se_formula = math.sqrt(
+                max(j5_second_moment(setting["sigma2"], s, depth, setting["width"]) - formula**2, 0.0) / len(sq)
+            )
             se = max(se_sample, se_formula)
-            rows.append({
-                "depth": depth, "s": s, "mc_mean": mean, "formula": formula, "se": se,
-                "se_sample": se_sample, "se_formula": se_formula, "z": (mean - formula) / se if se > 0 else 0.0,
-                "rel_error": abs(mean - formula) / formula,
-                "mc_geometric_mean": float(sq.log().mean().exp()),
-                "tied_formula": j5_tied_expected_sq_norm(setting["sigma2"], s, depth),
-            })
+            rows.append(
+                {
+                    "depth": depth,
+                    "s": s,
+                    "mc_mean": mean,
+                    "formula": formula,
+                    "se": se,
+                    "se_sample": se_sample,
+                    "se_formula": se_formula,
+                    "z": (mean - formula) / se if se > 0 else 0.0,
+                    "rel_error": abs(mean - formula) / formula,
+                    "mc_geometric_mean": float(sq.log().mean().exp()),
+                    "tied_formula": j5_tied_expected_sq_norm(setting["sigma2"], s, depth),
+                }
+            )
     return {"rows": rows, "s_balanced": 1.0 - setting["sigma2"]}
 
 
@@ -119,9 +134,18 @@ def _plot_j5(m: Mapping[str, Any], setting: Mapping[str, Any]):
     for depth in setting["depths"]:
         rows = [r for r in m["rows"] if r["depth"] == depth]
         s = np.array([r["s"] for r in rows])
-        line, = ax.plot(grid, [j5_expected_sq_norm(setting["sigma2"], v, depth) for v in grid], lw=1, label=f"(σ² + s)^{depth}")
-        ax.errorbar(s, [r["mc_mean"] for r in rows], yerr=[2 * r["se"] for r in rows], fmt="o", ms=4, color=line.get_color(),
-                    label=f"Monte Carlo, L = {depth} (±2 SE)")
+        (line,) = ax.plot(
+            grid, [j5_expected_sq_norm(setting["sigma2"], v, depth) for v in grid], lw=1, label=f"(σ² + s)^{depth}"
+        )
+        ax.errorbar(
+            s,
+            [r["mc_mean"] for r in rows],
+            yerr=[2 * r["se"] for r in rows],
+            fmt="o",
+            ms=4,
+            color=line.get_color(),
+            label=f"Monte Carlo, L = {depth} (±2 SE)",
+        )
     ax.set_yscale("log")
     ax.set_xlabel("skip probability s")
     ax.set_ylabel("E ||g_0||² / ||g_L||²")
@@ -143,9 +167,30 @@ register_experiment(
             "(the larger of the sample SE and the SE the model predicts)"
         ),
         presets={
-            "tiny": {"width": 8, "depths": [4], "sigma2": 0.5, "s_values": [0.0, 0.5, 1.0], "trials": 2000, "mask": "independent"},
-            "quick": {"width": 16, "depths": [4, 8], "sigma2": 0.5, "s_values": [0.0, 0.25, 0.5, 0.75, 1.0], "trials": 10000, "mask": "independent"},
-            "full": {"width": 32, "depths": [4, 8, 12], "sigma2": 0.5, "s_values": [0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0], "trials": 40000, "mask": "independent"},
+            "tiny": {
+                "width": 8,
+                "depths": [4],
+                "sigma2": 0.5,
+                "s_values": [0.0, 0.5, 1.0],
+                "trials": 2000,
+                "mask": "independent",
+            },
+            "quick": {
+                "width": 16,
+                "depths": [4, 8],
+                "sigma2": 0.5,
+                "s_values": [0.0, 0.25, 0.5, 0.75, 1.0],
+                "trials": 10000,
+                "mask": "independent",
+            },
+            "full": {
+                "width": 32,
+                "depths": [4, 8, 12],
+                "sigma2": 0.5,
+                "s_values": [0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0],
+                "trials": 40000,
+                "mask": "independent",
+            },
         },
         measure=_measure_j5,
         judge=_judge_j5,

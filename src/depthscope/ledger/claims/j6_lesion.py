@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -77,7 +78,9 @@ def _without_block(model: nn.Module, j: int) -> nn.Module:
 def _test_metrics(model: nn.Module, data) -> tuple[float, float]:
     """(test accuracy, mean test cross-entropy)."""
     logits = model(data.x_test)
-    return float((logits.argmax(1) == data.y_test).float().mean()), float(nn.functional.cross_entropy(logits, data.y_test))
+    return float((logits.argmax(1) == data.y_test).float().mean()), float(
+        nn.functional.cross_entropy(logits, data.y_test)
+    )
 
 
 def _measure_j6(setting: Mapping[str, Any], seed: int) -> dict:
@@ -91,7 +94,9 @@ def _measure_j6(setting: Mapping[str, Any], seed: int) -> dict:
     for run_seed in _run_seeds(seed, setting["seeds"]):
         nets = {}
         torch.manual_seed(run_seed)
-        nets["residual"] = create_model("resnet_mlp", depth=depth, width=setting["width"], alpha=alpha, in_dim=DIGITS_FEATURES)
+        nets["residual"] = create_model(
+            "resnet_mlp", depth=depth, width=setting["width"], alpha=alpha, in_dim=DIGITS_FEATURES
+        )
         torch.manual_seed(run_seed)
         nets["plain"] = create_model("plain_mlp", depth=depth, width=setting["width"], in_dim=DIGITS_FEATURES)
         run: dict[str, Any] = {"seed": run_seed}
@@ -99,7 +104,12 @@ def _measure_j6(setting: Mapping[str, Any], seed: int) -> dict:
             train_classifier(net, data, steps=setting["train_steps"], lr=J6_LR, optimizer="adam", seed=run_seed)
             acc, loss = _test_metrics(net, data)
             lesions = [_test_metrics(_without_block(net, j), data) for j in range(depth)]
-            run[name] = {"accuracy": acc, "loss": loss, "lesion_accuracy": [a for a, _ in lesions], "lesion_loss": [l for _, l in lesions]}
+            run[name] = {
+                "accuracy": acc,
+                "loss": loss,
+                "lesion_accuracy": [a for a, _ in lesions],
+                "lesion_loss": [loss_k for _, loss_k in lesions],
+            }
         norms, error = _path_gradients(nets["residual"], xp, yp)
         pruned = [_path_gradients(_without_block(nets["residual"], j), xp, yp)[0] for j in range(depth)]
         run["paths"] = {
@@ -110,7 +120,12 @@ def _measure_j6(setting: Mapping[str, Any], seed: int) -> dict:
         }
         runs.append(run)
     counts = [math.comb(depth, k) / 2**depth for k in range(depth + 1)]
-    return {"runs": runs, "path_count_share": counts, "paths_total": 2**depth, "paths_after_one_deletion": 2 ** (depth - 1)}
+    return {
+        "runs": runs,
+        "path_count_share": counts,
+        "paths_total": 2**depth,
+        "paths_after_one_deletion": 2 ** (depth - 1),
+    }
 
 
 def _lesion_drop(run: Mapping[str, Any], name: str) -> float:
@@ -144,7 +159,11 @@ def _judge_j6(m: Mapping[str, Any], setting: Mapping[str, Any]) -> Judgement:
     )
     if ratio >= J6_GRACEFUL_RATIO:
         return refuted(f"pruning a residual branch breaks the network almost like removing a plain layer: {numbers}")
-    worst = max((r["residual"]["accuracy"] - a, j, r["seed"]) for r in runs for j, a in enumerate(r["residual"]["lesion_accuracy"]))
+    worst = max(
+        (r["residual"]["accuracy"] - a, j, r["seed"])
+        for r in runs
+        for j, a in enumerate(r["residual"]["lesion_accuracy"])
+    )
     if worst[0] > J6_WORST_DROP or k_pruned >= k_eff:
         return qualified(
             f"{numbers}; but not every branch is dispensable: deleting block {worst[1]} (seed {worst[2]}) costs {worst[0]:.3f}"
@@ -162,7 +181,7 @@ def _plot_j6(m: Mapping[str, Any], setting: Mapping[str, Any]):
     for name, style in (("residual", "o-"), ("plain", "s-")):
         acc = np.mean([r[name]["lesion_accuracy"] for r in m["runs"]], axis=0)
         base = np.mean([r[name]["accuracy"] for r in m["runs"]])
-        line, = ax.plot(np.arange(L), acc, style, ms=4, label=f"{name}, one block deleted")
+        (line,) = ax.plot(np.arange(L), acc, style, ms=4, label=f"{name}, one block deleted")
         ax.axhline(base, color=line.get_color(), ls=":", lw=1)
     ax.set_xlabel("deleted block")
     ax.set_ylabel("test accuracy (dotted: intact)")
@@ -194,9 +213,30 @@ register_experiment(
             "does not shorten the effective path length"
         ),
         presets={
-            "tiny": {"depth": 4, "width": 16, "branch_scale": 1.0, "train_steps": 100, "seeds": 1, "n_path_examples": 32},
-            "quick": {"depth": 12, "width": 32, "branch_scale": 1.0, "train_steps": 400, "seeds": 2, "n_path_examples": 64},
-            "full": {"depth": 24, "width": 64, "branch_scale": 1.0, "train_steps": 3000, "seeds": 3, "n_path_examples": 256},
+            "tiny": {
+                "depth": 4,
+                "width": 16,
+                "branch_scale": 1.0,
+                "train_steps": 100,
+                "seeds": 1,
+                "n_path_examples": 32,
+            },
+            "quick": {
+                "depth": 12,
+                "width": 32,
+                "branch_scale": 1.0,
+                "train_steps": 400,
+                "seeds": 2,
+                "n_path_examples": 64,
+            },
+            "full": {
+                "depth": 24,
+                "width": 64,
+                "branch_scale": 1.0,
+                "train_steps": 3000,
+                "seeds": 3,
+                "n_path_examples": 256,
+            },
         },
         measure=_measure_j6,
         judge=_judge_j6,

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 import scipy.integrate
@@ -26,7 +27,9 @@ J7_ATOL = 1e-8  # absolute tolerance of both solvers on the linear system
 J7_H_GRID = 25  # steps h on the spectral-radius grid (log-spaced)
 
 
-def _bdf2_residual(fun: Callable, t: float, y_pred: np.ndarray, psi: np.ndarray, c: float) -> Callable[[np.ndarray], np.ndarray]:
+def _bdf2_residual(
+    fun: Callable, t: float, y_pred: np.ndarray, psi: np.ndarray, c: float
+) -> Callable[[np.ndarray], np.ndarray]:
     """R(d) = d - c f(t, y_pred + d) + psi, the BDF equation in the solver's form (c = h beta0): (n,) -> (n,)."""
     return lambda d: d - c * fun(t, y_pred + d) + psi
 
@@ -62,7 +65,12 @@ def _newton_matrix_check(problem, t_end: float, rtol: float, n_check: int) -> di
         steps = J7_FD_STEP * np.maximum(np.abs(y), 1.0)
         fd.append(float(np.max(np.abs(_central_jacobian(R, np.zeros_like(y), steps) - M)) / scale))
         hs.append(float(h))
-    return {"exact_error": max(exact), "fd_error": max(fd), "steps_h": hs, "gamma2_over_beta0": float(GAMMA[J7_ORDER] * BETA0[J7_ORDER])}
+    return {
+        "exact_error": max(exact),
+        "fd_error": max(fd),
+        "steps_h": hs,
+        "gamma2_over_beta0": float(GAMMA[J7_ORDER] * BETA0[J7_ORDER]),
+    }
 
 
 def _stiff_linear_system(n: int, stiffness: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -114,9 +122,13 @@ def _step_counts_linear(A: np.ndarray, y0: np.ndarray, setting: Mapping[str, Any
     rk = scipy.integrate.solve_ivp(lambda t, y: A @ y, (0.0, T), y0, method="RK45", rtol=rtol, atol=J7_ATOL)
     scale = np.max(np.abs(y0))
     return {
-        "bdf2_steps": bdf.nsteps, "bdf2_nfev": bdf.nfev, "bdf2_max_step": float(np.max(np.diff(bdf.t))),
+        "bdf2_steps": bdf.nsteps,
+        "bdf2_nfev": bdf.nfev,
+        "bdf2_max_step": float(np.max(np.diff(bdf.t))),
         "bdf2_error": float(np.max(np.abs(bdf.y[:, -1] - exact)) / scale),
-        "rk45_steps": len(rk.t) - 1, "rk45_nfev": int(rk.nfev), "rk45_max_step": float(np.max(np.diff(rk.t))),
+        "rk45_steps": len(rk.t) - 1,
+        "rk45_nfev": int(rk.nfev),
+        "rk45_max_step": float(np.max(np.diff(rk.t))),
         "rk45_error": float(np.max(np.abs(rk.y[:, -1] - exact)) / scale),
         "ok": bool(bdf.success and rk.success),
     }
@@ -131,9 +143,14 @@ def _step_counts_rober(setting: Mapping[str, Any]) -> dict:
     big = np.abs(rk.y[:, -1]) > 10 * np.asarray(ROBER.atol)
     dev = np.abs(bdf.y[big, -1] - rk.y[big, -1]) / np.abs(rk.y[big, -1])
     return {
-        "bdf2_steps": bdf.nsteps, "bdf2_nfev": bdf.nfev, "bdf2_max_step": float(np.max(np.diff(bdf.t))),
-        "rk45_steps": len(rk.t) - 1, "rk45_nfev": int(rk.nfev), "rk45_max_step": float(np.max(np.diff(rk.t))),
-        "deviation": float(np.max(dev)), "ok": bool(bdf.success and rk.success),
+        "bdf2_steps": bdf.nsteps,
+        "bdf2_nfev": bdf.nfev,
+        "bdf2_max_step": float(np.max(np.diff(bdf.t))),
+        "rk45_steps": len(rk.t) - 1,
+        "rk45_nfev": int(rk.nfev),
+        "rk45_max_step": float(np.max(np.diff(rk.t))),
+        "deviation": float(np.max(dev)),
+        "ok": bool(bdf.success and rk.success),
     }
 
 
@@ -167,8 +184,13 @@ def _judge_j7(m: Mapping[str, Any], setting: Mapping[str, Any]) -> Judgement:
     if rho > J7_STABLE:
         return refuted(f"BDF-2's step map has spectral radius {rho:.6g} > 1 at some h |lambda_max| in the grid")
     if max(lin["bdf2_error"], rob["deviation"]) > J7_ACCURACY:
-        return refuted(f"BDF-2's large steps were stable but wrong: relative error {lin['bdf2_error']:.2g} (linear), {rob['deviation']:.2g} (ROBER)")
-    ratios = {"linear": lin["bdf2_max_step"] / lin["rk45_max_step"], "ROBER": rob["bdf2_max_step"] / rob["rk45_max_step"]}
+        return refuted(
+            f"BDF-2's large steps were stable but wrong: relative error {lin['bdf2_error']:.2g} (linear), {rob['deviation']:.2g} (ROBER)"
+        )
+    ratios = {
+        "linear": lin["bdf2_max_step"] / lin["rk45_max_step"],
+        "ROBER": rob["bdf2_max_step"] / rob["rk45_max_step"],
+    }
     lam = m["lambda_max"]
     numbers = (
         f"stiffness ratio {setting['stiffness']:g}: largest step h |lambda_max| = {lin['bdf2_max_step'] * lam:.3g} for BDF-2 vs "
@@ -178,7 +200,9 @@ def _judge_j7(m: Mapping[str, Any], setting: Mapping[str, Any]) -> Judgement:
         f"{rob['rk45_steps']} steps)"
     )
     if min(ratios.values()) < J7_STEP_RATIO_MIN:
-        return refuted(f"the explicit method's steps were not much smaller than BDF-2's with the same per-step error test: {numbers}")
+        return refuted(
+            f"the explicit method's steps were not much smaller than BDF-2's with the same per-step error test: {numbers}"
+        )
     return confirmed(
         f"the Newton matrix equals I - h beta0 J (rel. error {nw['exact_error']:.1g}; {nw['fd_error']:.1g} against the residual's "
         f"finite-difference Jacobian) at {len(nw['steps_h'])} ROBER states; BDF-2's step map has spectral radius <= {rho:.6f} for "
@@ -226,9 +250,33 @@ register_experiment(
             f"{J7_STEP_RATIO_MIN:g}x RK45's on either problem"
         ),
         presets={
-            "tiny": {"n": 6, "stiffness": 1e3, "t_end": 3.0, "rtol": 1e-4, "rober_t_end": 1.0, "n_check": 5, "h_lambda_range": [0.1, 1e4]},
-            "quick": {"n": 8, "stiffness": 1e4, "t_end": 10.0, "rtol": 1e-4, "rober_t_end": 10.0, "n_check": 10, "h_lambda_range": [0.1, 1e5]},
-            "full": {"n": 16, "stiffness": 1e5, "t_end": 10.0, "rtol": 1e-4, "rober_t_end": 40.0, "n_check": 40, "h_lambda_range": [0.1, 1e6]},
+            "tiny": {
+                "n": 6,
+                "stiffness": 1e3,
+                "t_end": 3.0,
+                "rtol": 1e-4,
+                "rober_t_end": 1.0,
+                "n_check": 5,
+                "h_lambda_range": [0.1, 1e4],
+            },
+            "quick": {
+                "n": 8,
+                "stiffness": 1e4,
+                "t_end": 10.0,
+                "rtol": 1e-4,
+                "rober_t_end": 10.0,
+                "n_check": 10,
+                "h_lambda_range": [0.1, 1e5],
+            },
+            "full": {
+                "n": 16,
+                "stiffness": 1e5,
+                "t_end": 10.0,
+                "rtol": 1e-4,
+                "rober_t_end": 40.0,
+                "n_check": 40,
+                "h_lambda_range": [0.1, 1e6],
+            },
         },
         measure=_measure_j7,
         judge=_judge_j7,

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -62,7 +63,9 @@ def _sorted_eigenvalues(J: np.ndarray) -> np.ndarray:
     return lam[np.lexsort((lam.imag, lam.real))]
 
 
-def _fixed_state_checks(reactors: Mapping[str, Callable[[float], CSTR]], setting: Mapping[str, Any], g: torch.Generator) -> dict:
+def _fixed_state_checks(
+    reactors: Mapping[str, Callable[[float], CSTR]], setting: Mapping[str, Any], g: torch.Generator
+) -> dict:
     """At random states x (fixed), for each reactor and dilution: autograd J_CSTR against
     J_closed - D I, and the eigenvalues of J_CSTR against those of J_closed shifted by -D."""
     jac_err, eig_err = {}, {}
@@ -95,7 +98,12 @@ def _branch_checks(setting: Mapping[str, Any]) -> dict:
     k, retained = setting["k"], setting["retained"]
     analytic = gray_scott_hopf_analytic(k)
     try:
-        hopf = find_hopf(lambda D: _gray_scott_reactor(k, D, retained), gray_scott_upper, tuple(setting["hopf_bracket"]), gray_scott_starts())
+        hopf = find_hopf(
+            lambda D: _gray_scott_reactor(k, D, retained),
+            gray_scott_upper,
+            tuple(setting["hopf_bracket"]),
+            gray_scott_starts(),
+        )
     except InputError as err:
         return {"hopf": None, "hopf_error": str(err), "analytic": analytic}
     D_H = hopf.dilution
@@ -114,8 +122,13 @@ def _branch_checks(setting: Mapping[str, Any]) -> dict:
         "closed_re_at_hopf": float(hopf.state.closed_eigenvalues[0].real),
         "sides": side,
         "slope_along_branch": slope,
-        "reference": None if ref is None else {
-            "D": setting["d_ref"], "re_cstr": ref[0], "fixed_state_prediction": setting["d_ref"] + ref[0], "state": ref[2].tolist()
+        "reference": None
+        if ref is None
+        else {
+            "D": setting["d_ref"],
+            "re_cstr": ref[0],
+            "fixed_state_prediction": setting["d_ref"] + ref[0],
+            "state": ref[2].tolist(),
         },
     }
 
@@ -194,7 +207,13 @@ def _plot_j8(m: Mapping[str, Any], setting: Mapping[str, Any]):
         ref = br.get("reference")
         if ref is not None:
             grid = np.linspace(ref["D"], hi, 20)
-            ax.plot(grid, ref["re_cstr"] - (grid - ref["D"]), "--", lw=1, label=f"state frozen at D = {ref['D']:g}, shifted by −D")
+            ax.plot(
+                grid,
+                ref["re_cstr"] - (grid - ref["D"]),
+                "--",
+                lw=1,
+                label=f"state frozen at D = {ref['D']:g}, shifted by −D",
+            )
     ax.set_xlabel("dilution D")
     ax.set_ylabel("leading Re λ (upper branch)")
     ax.legend(fontsize=7)
@@ -221,9 +240,33 @@ register_experiment(
             f"than {J8_SHIFT_TOL:.0%} (the steady state moving with D)"
         ),
         presets={
-            "tiny": {"k": 0.05, "dilutions": [0.0, 0.03], "n_states": 3, "hopf_bracket": [0.02, 0.05], "margin": 0.003, "d_ref": 0.02, "retained": []},
-            "quick": {"k": 0.05, "dilutions": [0.0, 0.01, 0.03, 0.1], "n_states": 10, "hopf_bracket": [0.02, 0.05], "margin": 0.003, "d_ref": 0.02, "retained": []},
-            "full": {"k": 0.05, "dilutions": [0.0, 0.001, 0.01, 0.03, 0.1, 1.0], "n_states": 100, "hopf_bracket": [0.02, 0.05], "margin": 0.001, "d_ref": 0.02, "retained": []},
+            "tiny": {
+                "k": 0.05,
+                "dilutions": [0.0, 0.03],
+                "n_states": 3,
+                "hopf_bracket": [0.02, 0.05],
+                "margin": 0.003,
+                "d_ref": 0.02,
+                "retained": [],
+            },
+            "quick": {
+                "k": 0.05,
+                "dilutions": [0.0, 0.01, 0.03, 0.1],
+                "n_states": 10,
+                "hopf_bracket": [0.02, 0.05],
+                "margin": 0.003,
+                "d_ref": 0.02,
+                "retained": [],
+            },
+            "full": {
+                "k": 0.05,
+                "dilutions": [0.0, 0.001, 0.01, 0.03, 0.1, 1.0],
+                "n_states": 100,
+                "hopf_bracket": [0.02, 0.05],
+                "margin": 0.001,
+                "d_ref": 0.02,
+                "retained": [],
+            },
         },
         measure=_measure_j8,
         judge=_judge_j8,

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -69,7 +70,7 @@ def _measure_n1(setting: Mapping[str, Any], seed: int) -> dict:
     log_norms = run.log_norms.numpy()
     angles = run.angles.numpy()
     steps = np.arange(n + 1)
-    second_half = log_norms[n // 2:]
+    second_half = log_norms[n // 2 :]
     resolved = (angles > N1_ANGLE_FLOOR) & (angles < math.pi / 2)
     log_tan = np.log(np.tan(angles[resolved]))
     rate = float(np.polyfit(steps[resolved], log_tan, 1)[0]) if resolved.sum() >= 2 else math.nan
@@ -148,9 +149,7 @@ def _plot_n1(m: Mapping[str, Any], setting: Mapping[str, Any]):
     psi_angles = np.asarray(m["psi_start_angles"])
     n = np.arange(len(angles))
     ax2.semilogy(n, np.maximum(angles, PLOT_FLOOR), lw=1.5, label=f"start '{setting['start']}'")
-    ax2.semilogy(
-        np.arange(len(psi_angles)), np.maximum(psi_angles, PLOT_FLOOR), lw=1, label="start on ψ's eigenvector"
-    )
+    ax2.semilogy(np.arange(len(psi_angles)), np.maximum(psi_angles, PLOT_FLOOR), lw=1, label="start on ψ's eigenvector")
     predicted = np.arctan(np.tan(angles[0]) * (abs(PSI) / PHI) ** n) if angles[0] < math.pi / 2 else None
     if predicted is not None:
         ax2.semilogy(n, np.maximum(predicted, PLOT_FLOOR), "k--", lw=1, label="tan θ₀ (|ψ|/φ)ⁿ")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -138,11 +139,15 @@ register_experiment(
         presets={
             "tiny": {"width": 8, "blocks": 3, "alphas": [0.01, 0.1, 1.0], "identity_path": True},
             "quick": {
-                "width": 64, "blocks": 6, "alphas": [0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0],
+                "width": 64,
+                "blocks": 6,
+                "alphas": [0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0],
                 "identity_path": True,
             },
             "full": {
-                "width": 256, "blocks": 12, "alphas": [0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0],
+                "width": 256,
+                "blocks": 12,
+                "alphas": [0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0],
                 "identity_path": True,
             },
         },

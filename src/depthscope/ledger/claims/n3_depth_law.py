@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -123,9 +124,7 @@ def _judge_n3(m: Mapping[str, Any], setting: Mapping[str, Any]) -> Judgement:
         f"(L^{f['exponent']:.2f})"
     )
     if rms[N3_THEORY_LAW] > N3_FIT_MARGIN * rms[best]:
-        return qualified(
-            f"{span}; but {best} fits clearly better than {N3_THEORY_LAW} (RMS log error {fits}); {fixed}"
-        )
+        return qualified(f"{span}; but {best} fits clearly better than {N3_THEORY_LAW} (RMS log error {fits}); {fixed}")
     if not _decreases(f):
         return qualified(
             f"{span}, and {N3_THEORY_LAW} fits as well as the alternatives (RMS log error {fits}); but only "
@@ -173,12 +172,30 @@ register_experiment(
             "branches shrink with depth (the fixed-alpha comparison does not decrease)"
         ),
         presets={
-            "tiny": {"depths": [2, 4, 8, 16], "seeds": 2, "width": 16, "batch": 2, "alpha": N3_DEPTH_SCALED,
-                     "fixed_alpha": 1.0},
-            "quick": {"depths": [4, 8, 16, 32, 64, 128, 256], "seeds": 3, "width": 32, "batch": 4,
-                      "alpha": N3_DEPTH_SCALED, "fixed_alpha": 1.0},
-            "full": {"depths": [4, 8, 16, 32, 64, 128, 256, 512, 1024], "seeds": 5, "width": 64, "batch": 8,
-                     "alpha": N3_DEPTH_SCALED, "fixed_alpha": 1.0},
+            "tiny": {
+                "depths": [2, 4, 8, 16],
+                "seeds": 2,
+                "width": 16,
+                "batch": 2,
+                "alpha": N3_DEPTH_SCALED,
+                "fixed_alpha": 1.0,
+            },
+            "quick": {
+                "depths": [4, 8, 16, 32, 64, 128, 256],
+                "seeds": 3,
+                "width": 32,
+                "batch": 4,
+                "alpha": N3_DEPTH_SCALED,
+                "fixed_alpha": 1.0,
+            },
+            "full": {
+                "depths": [4, 8, 16, 32, 64, 128, 256, 512, 1024],
+                "seeds": 5,
+                "width": 64,
+                "batch": 8,
+                "alpha": N3_DEPTH_SCALED,
+                "fixed_alpha": 1.0,
+            },
         },
         measure=_measure_n3,
         judge=_judge_n3,

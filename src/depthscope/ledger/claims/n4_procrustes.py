@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,9 +30,17 @@ def _n4_network(setting: Mapping[str, Any], procrustes: bool, net_seed: int) -> 
     ``branch_scale`` (near-identity blocks, the setting of the theory) and, when projected, each
     transition's weight multiplied by ``target_gain`` (1 keeps the target sqrt(c_out / c_in))."""
     torch.manual_seed(net_seed)
-    model = create_model(
-        "procresnet", n=setting["n"], width=setting["width"], input_size=setting["input_size"], procrustes=procrustes
-    ).to(DTYPE).eval()
+    model = (
+        create_model(
+            "procresnet",
+            n=setting["n"],
+            width=setting["width"],
+            input_size=setting["input_size"],
+            procrustes=procrustes,
+        )
+        .to(DTYPE)
+        .eval()
+    )
     with torch.no_grad():
         for block in model.blocks:
             if isinstance(block, PreActBlock):
@@ -195,7 +204,9 @@ def _plot_n4(m: Mapping[str, Any], setting: Mapping[str, Any]):
     ax1.set_ylabel("‖g_k‖ / ‖g_{k+1}‖")
     ax1.legend(fontsize=8)
     groups = [
-        m["transition_ratios"]["random"], m["transition_ratios"]["procrustes"], m["identity_ratios"]["procrustes"]
+        m["transition_ratios"]["random"],
+        m["transition_ratios"]["procrustes"],
+        m["identity_ratios"]["procrustes"],
     ]
     ax2.boxplot([np.abs(np.log(g)) for g in groups])
     ax2.set_xticks([1, 2, 3], ["random\ntransitions", "Procrustes\ntransitions", "identity\nblocks"])
@@ -225,12 +236,39 @@ register_experiment(
             "projected ones stay outside it (narrowed, not restored)"
         ),
         presets={
-            "tiny": {"n": 1, "width": 0.25, "input_size": 8, "batch": 4, "seeds": 2, "branch_scale": 0.1,
-                     "target_gain": 1.0, "kernel3_channels": 4, "kernel3_size": 6},
-            "quick": {"n": 1, "width": 0.25, "input_size": 8, "batch": 4, "seeds": 12, "branch_scale": 0.1,
-                      "target_gain": 1.0, "kernel3_channels": 16, "kernel3_size": 8},
-            "full": {"n": 3, "width": 1.0, "input_size": 32, "batch": 4, "seeds": 8, "branch_scale": 0.1,
-                     "target_gain": 1.0, "kernel3_channels": 64, "kernel3_size": 16},
+            "tiny": {
+                "n": 1,
+                "width": 0.25,
+                "input_size": 8,
+                "batch": 4,
+                "seeds": 2,
+                "branch_scale": 0.1,
+                "target_gain": 1.0,
+                "kernel3_channels": 4,
+                "kernel3_size": 6,
+            },
+            "quick": {
+                "n": 1,
+                "width": 0.25,
+                "input_size": 8,
+                "batch": 4,
+                "seeds": 12,
+                "branch_scale": 0.1,
+                "target_gain": 1.0,
+                "kernel3_channels": 16,
+                "kernel3_size": 8,
+            },
+            "full": {
+                "n": 3,
+                "width": 1.0,
+                "input_size": 32,
+                "batch": 4,
+                "seeds": 8,
+                "branch_scale": 0.1,
+                "target_gain": 1.0,
+                "kernel3_channels": 64,
+                "kernel3_size": 16,
+            },
         },
         measure=_measure_n4,
         judge=_judge_n4,

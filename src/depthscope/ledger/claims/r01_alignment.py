@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -45,7 +46,12 @@ def _residual_stack(width: int, depth: int) -> nn.ModuleList:
     alpha = 1.0 / math.sqrt(depth)
     return nn.ModuleList(
         ResidualBlock(
-            width, activation=R1_ACTIVATION, slope=1.0, init="gaussian", sigma_w=R1_SIGMA_W, sigma_b=0.0,
+            width,
+            activation=R1_ACTIVATION,
+            slope=1.0,
+            init="gaussian",
+            sigma_w=R1_SIGMA_W,
+            sigma_b=0.0,
             alpha=alpha,
         )
         for _ in range(depth)
@@ -216,16 +222,37 @@ register_experiment(
         ),
         presets={
             "tiny": {
-                "dataset": "digits", "n_train": 600, "n_test": 200, "noise": 0.3, "target": "clean",
-                "depths": [1, 2], "steps": 150, "lr": 3e-3, "batch": 128,
+                "dataset": "digits",
+                "n_train": 600,
+                "n_test": 200,
+                "noise": 0.3,
+                "target": "clean",
+                "depths": [1, 2],
+                "steps": 150,
+                "lr": 3e-3,
+                "batch": 128,
             },
             "quick": {
-                "dataset": "digits", "n_train": None, "n_test": None, "noise": 0.3, "target": "clean",
-                "depths": [1, 4], "steps": 600, "lr": 3e-3, "batch": 128,
+                "dataset": "digits",
+                "n_train": None,
+                "n_test": None,
+                "noise": 0.3,
+                "target": "clean",
+                "depths": [1, 4],
+                "steps": 600,
+                "lr": 3e-3,
+                "batch": 128,
             },
             "full": {
-                "dataset": "mnist", "n_train": None, "n_test": None, "noise": 0.3, "target": "clean",
-                "depths": [1, 4, 8], "steps": 1500, "lr": 1e-3, "batch": 128,
+                "dataset": "mnist",
+                "n_train": None,
+                "n_test": None,
+                "noise": 0.3,
+                "target": "clean",
+                "depths": [1, 4, 8],
+                "steps": 1500,
+                "lr": 1e-3,
+                "batch": 128,
             },
         },
         measure=_measure_r1,

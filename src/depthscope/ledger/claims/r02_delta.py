@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -107,8 +108,12 @@ def _learning_curve(
 
 
 def _mean_learning_curves(
-    kernels: np.ndarray, targets: Mapping[str, np.ndarray], split: Mapping[str, slice], sizes: list[int],
-    repeats: int, rng: np.random.Generator,
+    kernels: np.ndarray,
+    targets: Mapping[str, np.ndarray],
+    split: Mapping[str, slice],
+    sizes: list[int],
+    repeats: int,
+    rng: np.random.Generator,
 ) -> dict[str, dict[str, list]]:
     """Learning curves of every target, averaged over ``repeats`` random orders of the training
     pool (the same orders for every target). Per target: mean test MAE per size and the length
@@ -227,7 +232,8 @@ def _parts(r: Mapping[str, Any], sizes: list[int]) -> dict[str, tuple[bool, str]
             gap <= ADDITIVITY_ROUNDING and r["delta_slope"] <= EXTENSIVE_SLOPE_MAX,
             f"halves {SEPARATION:g} r0 apart add up to a relative gap of {gap:.1e}; the total residual grows like "
             f"N^{r['delta_slope']:.2f} (E_hi: N^{r['hi_slope']:.2f}), per atom "
-            + ", ".join(f"N={n}: {d:.3g}" for n, d in zip(r["scaling_sizes"], r["delta_per_atom"])) + " eV",
+            + ", ".join(f"N={n}: {d:.3g}" for n, d in zip(r["scaling_sizes"], r["delta_per_atom"]))
+            + " eV",
         ),
     }
 
@@ -243,10 +249,7 @@ def _judge_r2(m: Mapping[str, Any], setting: Mapping[str, Any]) -> Judgement:
         failed += [f"{name} (jitter {r['jitter']:g} r0)" for name, (ok, _) in parts.items() if not ok]
     text = " ".join(details)
     short = [
-        (r["jitter"], n, g)
-        for r in m["regimes"]
-        for n, g in zip(sizes[1:], r["sample_gain"])
-        if g < SAMPLE_GAIN_MIN
+        (r["jitter"], n, g) for r in m["regimes"] for n, g in zip(sizes[1:], r["sample_gain"]) if g < SAMPLE_GAIN_MIN
     ]
     if not any(g >= SAMPLE_GAIN_MIN for r in m["regimes"] for g in r["sample_gain"]):
         return refuted(
@@ -256,9 +259,14 @@ def _judge_r2(m: Mapping[str, Any], setting: Mapping[str, Any]) -> Judgement:
     if failed:
         where = ""
         if short:
-            where = " (sample gain below " + f"{SAMPLE_GAIN_MIN}x at " + ", ".join(
-                f"jitter {j:g} n = {n}: " + ("never reached" if g == 0 else f"{g:.3g}x") for j, n, g in short
-            ) + ")"
+            where = (
+                " (sample gain below "
+                + f"{SAMPLE_GAIN_MIN}x at "
+                + ", ".join(
+                    f"jitter {j:g} n = {n}: " + ("never reached" if g == 0 else f"{g:.3g}x") for j, n, g in short
+                )
+                + ")"
+            )
         return qualified(f"every part holds except: {', '.join(failed)}{where}. {text}")
     return confirmed(f"every part holds in every regime. {text}")
 
@@ -313,18 +321,37 @@ register_experiment(
         ),
         presets={
             "tiny": {
-                "n_atoms": 6, "jitters": [0.1], "sizes": [8, 16, 32, 64], "n_val": 40, "n_test": 60,
-                "repeats": 2, "baseline": "pairwise", "scaling_sizes": [4, 8, 16], "scaling_clusters": 10,
+                "n_atoms": 6,
+                "jitters": [0.1],
+                "sizes": [8, 16, 32, 64],
+                "n_val": 40,
+                "n_test": 60,
+                "repeats": 2,
+                "baseline": "pairwise",
+                "scaling_sizes": [4, 8, 16],
+                "scaling_clusters": 10,
             },
             "quick": {
-                "n_atoms": 10, "jitters": [0.05, 0.1], "sizes": [8, 16, 32, 64, 128, 256, 512], "n_val": 150,
-                "n_test": 300, "repeats": 3, "baseline": "pairwise", "scaling_sizes": [4, 8, 16, 32, 64],
+                "n_atoms": 10,
+                "jitters": [0.05, 0.1],
+                "sizes": [8, 16, 32, 64, 128, 256, 512],
+                "n_val": 150,
+                "n_test": 300,
+                "repeats": 3,
+                "baseline": "pairwise",
+                "scaling_sizes": [4, 8, 16, 32, 64],
                 "scaling_clusters": 50,
             },
             "full": {
-                "n_atoms": 13, "jitters": [0.05, 0.1], "sizes": [8, 16, 32, 64, 128, 256, 512, 1024, 2048],
-                "n_val": 300, "n_test": 1000, "repeats": 3, "baseline": "pairwise",
-                "scaling_sizes": [4, 8, 16, 32, 64, 128], "scaling_clusters": 200,
+                "n_atoms": 13,
+                "jitters": [0.05, 0.1],
+                "sizes": [8, 16, 32, 64, 128, 256, 512, 1024, 2048],
+                "n_val": 300,
+                "n_test": 1000,
+                "repeats": 3,
+                "baseline": "pairwise",
+                "scaling_sizes": [4, 8, 16, 32, 64, 128],
+                "scaling_clusters": 200,
             },
         },
         measure=_measure_r2,

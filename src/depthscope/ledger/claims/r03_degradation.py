@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -83,8 +84,13 @@ def _train_arm(arm: str, depth: int, setting: Mapping[str, Any], data: Dataset, 
     model = _build_arm(arm, depth, setting, data)
     try:
         run = train_classifier(
-            model, data, steps=setting["steps"], lr=setting["lr"], batch=setting["batch"],
-            seed=run_seed, optimizer=setting["optimizer"],
+            model,
+            data,
+            steps=setting["steps"],
+            lr=setting["lr"],
+            batch=setting["batch"],
+            seed=run_seed,
+            optimizer=setting["optimizer"],
         )
     except NonFiniteError:
         never = [None for _ in setting["loss_thresholds"]]
@@ -179,8 +185,12 @@ def _judge_r3(m: Mapping[str, Any], setting: Mapping[str, Any]) -> Judgement:
     plain = m["arms"]["plain"]["mean_final_loss"]
     res = m["arms"]["residual"]["mean_final_loss"]
     table = (
-        "final training loss by depth " + ", ".join(str(d) for d in depths) + ": plain "
-        + "/".join(f"{v:.3g}" for v in plain) + ", residual " + "/".join(f"{v:.3g}" for v in res)
+        "final training loss by depth "
+        + ", ".join(str(d) for d in depths)
+        + ": plain "
+        + "/".join(f"{v:.3g}" for v in plain)
+        + ", residual "
+        + "/".join(f"{v:.3g}" for v in res)
     )
     speed = _convergence_sentence(m["convergence"], setting["steps"])
     plain_gap, res_gap = plain[-1] - plain[0], res[-1] - res[0]
@@ -262,19 +272,49 @@ register_experiment(
         ),
         presets={
             "tiny": {
-                "dataset": "digits", "n_train": 400, "n_test": 200, "depths": [2, 16], "width": 16,
-                "arms": ["plain", "residual", "rezero"], "steps": 120, "lr": 0.01, "batch": 64,
-                "optimizer": "sgd", "seeds": 1, "loss_thresholds": [0.5, 0.2], "skip": 1.0,
+                "dataset": "digits",
+                "n_train": 400,
+                "n_test": 200,
+                "depths": [2, 16],
+                "width": 16,
+                "arms": ["plain", "residual", "rezero"],
+                "steps": 120,
+                "lr": 0.01,
+                "batch": 64,
+                "optimizer": "sgd",
+                "seeds": 1,
+                "loss_thresholds": [0.5, 0.2],
+                "skip": 1.0,
             },
             "quick": {
-                "dataset": "digits", "n_train": None, "n_test": None, "depths": [8, 20, 56], "width": 64,
-                "arms": ["plain", "residual", "rezero"], "steps": 300, "lr": 0.01, "batch": 128,
-                "optimizer": "sgd", "seeds": 3, "loss_thresholds": [0.5, 0.05], "skip": 1.0,
+                "dataset": "digits",
+                "n_train": None,
+                "n_test": None,
+                "depths": [8, 20, 56],
+                "width": 64,
+                "arms": ["plain", "residual", "rezero"],
+                "steps": 300,
+                "lr": 0.01,
+                "batch": 128,
+                "optimizer": "sgd",
+                "seeds": 3,
+                "loss_thresholds": [0.5, 0.05],
+                "skip": 1.0,
             },
             "full": {
-                "dataset": "mnist", "n_train": None, "n_test": None, "depths": [8, 20, 56, 110], "width": 128,
-                "arms": ["plain", "residual", "rezero"], "steps": 1500, "lr": 0.01, "batch": 128,
-                "optimizer": "sgd", "seeds": 2, "loss_thresholds": [0.5, 0.05], "skip": 1.0,
+                "dataset": "mnist",
+                "n_train": None,
+                "n_test": None,
+                "depths": [8, 20, 56, 110],
+                "width": 128,
+                "arms": ["plain", "residual", "rezero"],
+                "steps": 1500,
+                "lr": 0.01,
+                "batch": 128,
+                "optimizer": "sgd",
+                "seeds": 2,
+                "loss_thresholds": [0.5, 0.05],
+                "skip": 1.0,
             },
         },
         measure=_measure_r3,

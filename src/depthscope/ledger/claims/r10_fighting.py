@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -94,12 +95,21 @@ def _measure_r10(setting: Mapping[str, Any], seed: int) -> dict:
         for k in range(setting["seeds"]):
             torch.manual_seed(seed + k)
             model = create_model(
-                "resnet_mlp", depth=setting["depth"], width=setting["width"], alpha=alpha,
-                in_dim=data.n_features, out_dim=data.n_classes,
+                "resnet_mlp",
+                depth=setting["depth"],
+                width=setting["width"],
+                alpha=alpha,
+                in_dim=data.n_features,
+                out_dim=data.n_classes,
             )
             rows["init"].append(_gradient_alignment(model, x_eval, y_eval))
             train_classifier(
-                model, data, steps=setting["steps"], lr=setting["lr"], batch=setting["batch"], seed=seed + k,
+                model,
+                data,
+                steps=setting["steps"],
+                lr=setting["lr"],
+                batch=setting["batch"],
+                seed=seed + k,
                 optimizer="adam",
             )
             rows["trained"].append(_gradient_alignment(model, x_eval, y_eval))
@@ -180,18 +190,43 @@ register_experiment(
         ),
         presets={
             "tiny": {
-                "dataset": "digits", "n_train": 400, "n_test": 100, "depth": 6, "width": 32,
-                "alphas": [0.1, 1.0, 8.0], "seeds": 1, "steps": 20, "lr": 1e-3, "batch": 64, "n_eval": 64,
+                "dataset": "digits",
+                "n_train": 400,
+                "n_test": 100,
+                "depth": 6,
+                "width": 32,
+                "alphas": [0.1, 1.0, 8.0],
+                "seeds": 1,
+                "steps": 20,
+                "lr": 1e-3,
+                "batch": 64,
+                "n_eval": 64,
             },
             "quick": {
-                "dataset": "digits", "n_train": None, "n_test": None, "depth": 16, "width": 64,
-                "alphas": [0.1, 0.3, 1.0, 2.0, 4.0, 8.0], "seeds": 3, "steps": 100, "lr": 1e-3, "batch": 128,
+                "dataset": "digits",
+                "n_train": None,
+                "n_test": None,
+                "depth": 16,
+                "width": 64,
+                "alphas": [0.1, 0.3, 1.0, 2.0, 4.0, 8.0],
+                "seeds": 3,
+                "steps": 100,
+                "lr": 1e-3,
+                "batch": 128,
                 "n_eval": 256,
             },
             "full": {
-                "dataset": "mnist", "n_train": None, "n_test": None, "depth": 16, "width": 128,
-                "alphas": [0.1, 0.3, 1.0, 2.0, 4.0, 8.0], "seeds": 5, "steps": 500, "lr": 1e-3,
-                "batch": 128, "n_eval": 1000,
+                "dataset": "mnist",
+                "n_train": None,
+                "n_test": None,
+                "depth": 16,
+                "width": 128,
+                "alphas": [0.1, 0.3, 1.0, 2.0, 4.0, 8.0],
+                "seeds": 5,
+                "steps": 500,
+                "lr": 1e-3,
+                "batch": 128,
+                "n_eval": 1000,
             },
         },
         measure=_measure_r10,

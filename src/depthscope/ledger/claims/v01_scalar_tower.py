@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -51,8 +52,14 @@ def _measure_v1(setting: Mapping[str, Any], seed: int) -> dict:
         for depth in setting["depths"]:
             for _ in range(setting["trials"]):
                 x, w1 = torch.randn(2, generator=gen, dtype=torch.float64).tolist()
-                tower = _build("scalar_tower", 0, depth=depth, weights=[w1] + [1.0] * (depth - 1),
-                               activation=act, slope=setting["slope"])
+                tower = _build(
+                    "scalar_tower",
+                    0,
+                    depth=depth,
+                    weights=[w1] + [1.0] * (depth - 1),
+                    activation=act,
+                    slope=setting["slope"],
+                )
                 chain = _tower_chain(tower, setting["skip"])
                 xt = torch.tensor([[x]], dtype=torch.float64)
                 with torch.enable_grad():
@@ -115,12 +122,27 @@ register_experiment(
         "activations, autograd's d f_L / d w_1 equals x prod_k sigma'(z_k) to float64 rounding",
         refuted_if=f"in any tower, autograd and x prod_k sigma'(z_k) differ by more than {V1_RTOL:g} (relative)",
         presets={
-            "tiny": {"depths": [1, 3, 10], "activations": ["sigmoid", "tanh", "relu", "linear"], "slope": 1.5,
-                     "trials": 2, "skip": False},
-            "quick": {"depths": [1, 2, 5, 10, 20], "activations": ["sigmoid", "tanh", "relu", "linear"],
-                      "slope": 1.5, "trials": 10, "skip": False},
-            "full": {"depths": [1, 2, 5, 10, 20, 50], "activations": ["sigmoid", "tanh", "relu", "linear"],
-                     "slope": 1.5, "trials": 50, "skip": False},
+            "tiny": {
+                "depths": [1, 3, 10],
+                "activations": ["sigmoid", "tanh", "relu", "linear"],
+                "slope": 1.5,
+                "trials": 2,
+                "skip": False,
+            },
+            "quick": {
+                "depths": [1, 2, 5, 10, 20],
+                "activations": ["sigmoid", "tanh", "relu", "linear"],
+                "slope": 1.5,
+                "trials": 10,
+                "skip": False,
+            },
+            "full": {
+                "depths": [1, 2, 5, 10, 20, 50],
+                "activations": ["sigmoid", "tanh", "relu", "linear"],
+                "slope": 1.5,
+                "trials": 50,
+                "skip": False,
+            },
         },
         measure=_measure_v1,
         judge=_judge_v1,

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,8 +32,9 @@ class _ScaledLayer(nn.Module):
         return self.scale * self.layer(a)
 
 
-def _activation_derivative_on_grid(act: str, scale: float, half_width: float,
-                                   points: int) -> tuple[np.ndarray, np.ndarray]:
+def _activation_derivative_on_grid(
+    act: str, scale: float, half_width: float, points: int
+) -> tuple[np.ndarray, np.ndarray]:
     """(z, d/dz [scale sigma(z)]) on ``points`` equispaced z in [-half_width, half_width], by autograd."""
     z = torch.linspace(-half_width, half_width, points, dtype=torch.float64, requires_grad=True)
     with torch.enable_grad():
@@ -56,8 +58,9 @@ def _measure_v2(setting: Mapping[str, Any], seed: int) -> dict:
     gen = torch.Generator().manual_seed(seed)
     out: dict[str, Any] = {}
     for act, bound in V2_BOUNDS.items():
-        z, d = _activation_derivative_on_grid(act, setting["output_scale"], setting["grid_half_width"],
-                                              setting["grid_points"])
+        z, d = _activation_derivative_on_grid(
+            act, setting["output_scale"], setting["grid_half_width"], setting["grid_points"]
+        )
         attained = z[d >= bound * (1 - V2_ATTAINED_RTOL)]
         factors = []
         for _ in range(setting["trials"]):
@@ -135,8 +138,7 @@ register_experiment(
         presets={
             "tiny": {"depth": 20, "trials": 10, "grid_points": 2001, "grid_half_width": 10.0, "output_scale": 1.0},
             "quick": {"depth": 20, "trials": 200, "grid_points": 20001, "grid_half_width": 10.0, "output_scale": 1.0},
-            "full": {"depth": 20, "trials": 2000, "grid_points": 200001, "grid_half_width": 10.0,
-                     "output_scale": 1.0},
+            "full": {"depth": 20, "trials": 2000, "grid_points": 200001, "grid_half_width": 10.0, "output_scale": 1.0},
         },
         measure=_measure_v2,
         judge=_judge_v2,

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,8 +25,7 @@ def _measure_v3(setting: Mapping[str, Any], seed: int) -> dict:
     factors, closed, rel = [], [], []
     for depth in depths:
         x, w1 = torch.randn(2, generator=gen, dtype=torch.float64).tolist()
-        tower = _build("scalar_tower", 0, depth=depth, weights=[w1] + [1.0] * (depth - 1), activation="linear",
-                       slope=a)
+        tower = _build("scalar_tower", 0, depth=depth, weights=[w1] + [1.0] * (depth - 1), activation="linear", slope=a)
         xt = torch.tensor([[x]], dtype=torch.float64)
         with torch.enable_grad():
             (grad,) = torch.autograd.grad(tower(xt).sum(), tower.layers[0].w)
@@ -33,8 +33,13 @@ def _measure_v3(setting: Mapping[str, Any], seed: int) -> dict:
         closed.append(a**depth)
         rel.append(_relative_gap(factors[-1], closed[-1]))
     at = {str(L): factors[L - 1] for L in V3_CLAIMED if L <= len(factors)}
-    return {"depths": depths, "factors": factors, "closed_form": closed, "max_closed_form_rel_err": max(rel),
-            "factor_at": at}
+    return {
+        "depths": depths,
+        "factors": factors,
+        "closed_form": closed,
+        "max_closed_form_rel_err": max(rel),
+        "factor_at": at,
+    }
 
 
 def _judge_v3(m: Mapping[str, Any], setting: Mapping[str, Any]) -> Judgement:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,8 +21,9 @@ V4_RTOL = 1e-10  # float64 products of up to 100 matrices
 def _activated_layers(model: nn.Module, activation: str) -> Chain:
     """The layers of a zoo ``deep_linear`` as a chain, each followed by ``activation`` (``linear``:
     slope 1, the deep linear network itself)."""
-    return Chain([(f"layers.{k}", nn.Sequential(layer, make_activation(activation)))
-                  for k, layer in enumerate(model.layers)])
+    return Chain(
+        [(f"layers.{k}", nn.Sequential(layer, make_activation(activation))) for k, layer in enumerate(model.layers)]
+    )
 
 
 def _measure_v4(setting: Mapping[str, Any], seed: int) -> dict:
@@ -43,8 +45,13 @@ def _measure_v4(setting: Mapping[str, Any], seed: int) -> dict:
             errs = [float((a - deep_linear_weight_grad(model, x, g, k)).norm() / a.norm()) for k, a in enumerate(auto)]
             worst.append(max(errs))
             per_layer, grad_norms = errs, [float(a.norm()) for a in auto]
-    return {"depths": list(setting["depths"]), "max_rel_err": max(worst), "worst_per_network": worst,
-            "rel_err_per_layer_deepest": per_layer, "grad_norm_per_layer_deepest": grad_norms}
+    return {
+        "depths": list(setting["depths"]),
+        "max_rel_err": max(worst),
+        "worst_per_network": worst,
+        "rel_err_per_layer_deepest": per_layer,
+        "grad_norm_per_layer_deepest": grad_norms,
+    }
 
 
 def _judge_v4(m: Mapping[str, Any], setting: Mapping[str, Any]) -> Judgement:
@@ -95,7 +102,9 @@ register_experiment(
         judge=_judge_v4,
         plot=_plot_v4,
         counterexample={"activation": "tanh"},
-        references=("Saxe, McClelland & Ganguli 2014, Exact solutions to the nonlinear dynamics of learning in deep "
-                    "linear neural networks",),
+        references=(
+            "Saxe, McClelland & Ganguli 2014, Exact solutions to the nonlinear dynamics of learning in deep "
+            "linear neural networks",
+        ),
     )
 )

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -52,8 +53,15 @@ def _measure_v5(setting: Mapping[str, Any], seed: int) -> dict:
     field = V5_NORMS[setting["bound_norm"]]
     dw_err, slack_min, gaps, first = 0.0, math.inf, [], None
     for trial in range(setting["trials"]):
-        model = _build("plain_mlp", _child_seed(gen), depth=setting["depth"], width=width,
-                       activation=setting["activation"], sigma_w=setting["sigma_w"], out_dim=width)
+        model = _build(
+            "plain_mlp",
+            _child_seed(gen),
+            depth=setting["depth"],
+            width=width,
+            activation=setting["activation"],
+            sigma_w=setting["sigma_w"],
+            out_dim=width,
+        )
         chain = Chain.from_module(model)
         x = torch.randn(1, width, generator=gen, dtype=torch.float64)
         dw_err = max(dw_err, _dw_error(model, chain, x, setting["activation"]))
@@ -72,8 +80,14 @@ def _measure_v5(setting: Mapping[str, Any], seed: int) -> dict:
     steps = len(first["random"]["log_grad"])
     remaining = np.arange(steps, 0, -1)  # steps between each block's input and the output
     slope = float(np.polyfit(remaining, np.subtract(first["random"]["log_bound"], first["random"]["log_grad"]), 1)[0])
-    return {"dw_max_rel_err": dw_err, "min_log_slack": slack_min, "input_log_gaps": gaps,
-            "log_gap_per_step": slope, "steps": steps, "profiles": first}
+    return {
+        "dw_max_rel_err": dw_err,
+        "min_log_slack": slack_min,
+        "input_log_gaps": gaps,
+        "log_gap_per_step": slope,
+        "steps": steps,
+        "profiles": first,
+    }
 
 
 def _judge_v5(m: Mapping[str, Any], setting: Mapping[str, Any]) -> Judgement:
@@ -100,8 +114,9 @@ def _plot_v5(m: Mapping[str, Any], setting: Mapping[str, Any]):
     fig, ax = plt.subplots(figsize=(6, 3.8))
     for name, style in zip(COTANGENTS, ("-", "--")):
         p = m["profiles"][name]
-        ax.plot(np.arange(len(p["log_grad"])), p["log_grad"], style, color="C0",
-                label=f"log ||g_k|| ({name} cotangent)")
+        ax.plot(
+            np.arange(len(p["log_grad"])), p["log_grad"], style, color="C0", label=f"log ||g_k|| ({name} cotangent)"
+        )
     bound = m["profiles"][COTANGENTS[0]]["log_bound"]
     ax.plot(np.arange(len(bound)), bound, color="C3", label=f"log prod_(j>=k) ||J_j|| ({setting['bound_norm']})")
     ax.set_xlabel("step k (input of)")
@@ -120,12 +135,30 @@ register_experiment(
         refuted_if=f"some J_k differs from D_k W_k by more than {V5_DW_RTOL:g} (relative), or log ||g_k|| exceeds "
         f"log ||g_L|| + sum_(j>=k) log ||J_j||_2 by more than {V5_LOG_SLACK:g} at some step",
         presets={
-            "tiny": {"depth": 4, "width": 8, "activation": "tanh", "sigma_w": 1.0, "trials": 2,
-                     "bound_norm": "spectral"},
-            "quick": {"depth": 32, "width": 64, "activation": "tanh", "sigma_w": 1.0, "trials": 3,
-                      "bound_norm": "spectral"},
-            "full": {"depth": 64, "width": 256, "activation": "tanh", "sigma_w": 1.0, "trials": 5,
-                     "bound_norm": "spectral"},
+            "tiny": {
+                "depth": 4,
+                "width": 8,
+                "activation": "tanh",
+                "sigma_w": 1.0,
+                "trials": 2,
+                "bound_norm": "spectral",
+            },
+            "quick": {
+                "depth": 32,
+                "width": 64,
+                "activation": "tanh",
+                "sigma_w": 1.0,
+                "trials": 3,
+                "bound_norm": "spectral",
+            },
+            "full": {
+                "depth": 64,
+                "width": 256,
+                "activation": "tanh",
+                "sigma_w": 1.0,
+                "trials": 5,
+                "bound_norm": "spectral",
+            },
         },
         measure=_measure_v5,
         judge=_judge_v5,

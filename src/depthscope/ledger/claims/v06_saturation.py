@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,8 +23,9 @@ V6_SATURATED = 0.1  # a unit whose tanh' is below this counts as saturated
 def _saturation(model: nn.Module, blocks: Chain, x0: torch.Tensor) -> tuple[float, float]:
     """(mean phi'(pre), fraction of units with phi' < V6_SATURATED) over every block and input; x0: (B, width)."""
     states = blocks.states(x0)
-    derivs = torch.cat([activation_derivative("tanh", block.linear(s)).flatten()
-                        for block, s in zip(model.blocks, states[:-1])]).detach()
+    derivs = torch.cat(
+        [activation_derivative("tanh", block.linear(s)).flatten() for block, s in zip(model.blocks, states[:-1])]
+    ).detach()
     return float(derivs.mean()), float((derivs < V6_SATURATED).to(torch.float64).mean())
 
 
@@ -32,8 +34,16 @@ def _v6_network(setting: Mapping[str, Any], sigma_b: float, seed: int, gen: torc
     ||D_k W_k||_F / sqrt(n) (ds.probe, exact), the input gradient's log gain over the blocks for a unit
     random output cotangent, and the saturation."""
     width = setting["width"]
-    model = _build("plain_mlp", seed, depth=setting["depth"], width=width, activation="tanh",
-                   sigma_w=setting["sigma_w"], sigma_b=sigma_b, out_dim=width)
+    model = _build(
+        "plain_mlp",
+        seed,
+        depth=setting["depth"],
+        width=width,
+        activation="tanh",
+        sigma_w=setting["sigma_w"],
+        sigma_b=sigma_b,
+        out_dim=width,
+    )
     blocks, stem = _blocks_of(model)
     x0 = stem(torch.randn(V6_BATCH, width, generator=gen, dtype=torch.float64)).detach()
     report = probe(blocks, x0, exact=True, lyapunov=0, seed=_child_seed(gen))
@@ -68,23 +78,29 @@ def _judge_v6(m: Mapping[str, Any], setting: Mapping[str, Any]) -> Judgement:
     r = m["main"]
     w_min, dw_med, rms_med = min(r["w_norm"]), _median(r["dw_norm"]), _median(r["rms_gain"])
     below = sum(d < 1 for d in r["dw_norm"])
-    where = (f"tanh, sigma_w = {setting['sigma_w']:g}, sigma_b = {setting['sigma_b']:g}: "
-             f"every ||W_k||_2 >= {w_min:.3g}, "
-             f"{r['saturated_fraction']:.0%} of units saturated (mean tanh' {r['mean_derivative']:.3g})")
+    where = (
+        f"tanh, sigma_w = {setting['sigma_w']:g}, sigma_b = {setting['sigma_b']:g}: "
+        f"every ||W_k||_2 >= {w_min:.3g}, "
+        f"{r['saturated_fraction']:.0%} of units saturated (mean tanh' {r['mean_derivative']:.3g})"
+    )
     if w_min <= 1:
         return refuted(f"{where}: not every W is expansive, so the setting cannot exhibit the claim")
     gain = r["log_grad_gain"]
     if _gain_class(gain) != VANISHING:
-        return refuted(f"{where}; the gradient did not vanish: it changed by e^{gain:.2f} over "
-                       f"{setting['depth']} blocks")
+        return refuted(
+            f"{where}; the gradient did not vanish: it changed by e^{gain:.2f} over {setting['depth']} blocks"
+        )
     if below * 2 > len(r["dw_norm"]):
         return confirmed(
             f"{where}; ||D_k W_k||_2 < 1 in {below}/{len(r['dw_norm'])} blocks (median {dw_med:.3g}) and the "
             f"gradient vanished by e^{gain:.1f}"
         )
     sweep_ok = [s["sigma_b"] for s in m["sweep"] if _median(s["dw_norm"]) < 1]
-    extra = (f"; the median ||D_k W_k||_2 fell below 1 only at sigma_b >= {min(sweep_ok):g}" if sweep_ok
-             else "; no sigma_b of the sweep brought the median ||D_k W_k||_2 below 1")
+    extra = (
+        f"; the median ||D_k W_k||_2 fell below 1 only at sigma_b >= {min(sweep_ok):g}"
+        if sweep_ok
+        else "; no sigma_b of the sweep brought the median ||D_k W_k||_2 below 1"
+    )
     return qualified(
         f"{where}; the gradient vanished by e^{gain:.1f}, but ||D_k W_k||_2 stayed >= 1 in "
         f"{len(r['dw_norm']) - below}/{len(r['dw_norm'])} blocks (median {dw_med:.3g}): what fell below 1 is the RMS "
@@ -130,16 +146,28 @@ register_experiment(
         "qualified if it vanishes while ||D_k W_k||_2 >= 1 in most blocks (vanishing without the stated ||D W|| < 1)",
         presets={
             "tiny": {"depth": 8, "width": 16, "sigma_w": 4.0, "sigma_b": 20.0, "sweep_sigma_b": [0.0, 20.0, 100.0]},
-            "quick": {"depth": 32, "width": 64, "sigma_w": 4.0, "sigma_b": 20.0,
-                      "sweep_sigma_b": [0.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0]},
-            "full": {"depth": 64, "width": 256, "sigma_w": 4.0, "sigma_b": 20.0,
-                     "sweep_sigma_b": [0.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0]},
+            "quick": {
+                "depth": 32,
+                "width": 64,
+                "sigma_w": 4.0,
+                "sigma_b": 20.0,
+                "sweep_sigma_b": [0.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0],
+            },
+            "full": {
+                "depth": 64,
+                "width": 256,
+                "sigma_w": 4.0,
+                "sigma_b": 20.0,
+                "sweep_sigma_b": [0.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0],
+            },
         },
         measure=_measure_v6,
         judge=_judge_v6,
         plot=_plot_v6,
         counterexample={"sigma_b": 0.0},
-        references=("Schoenholz, Gilmer, Ganguli & Sohl-Dickstein 2017, Deep information propagation: the RMS "
-                    "gain per layer is sqrt(chi_1), chi_1 = sigma_w^2 E[phi'(h)^2]",),
+        references=(
+            "Schoenholz, Gilmer, Ganguli & Sohl-Dickstein 2017, Deep information propagation: the RMS "
+            "gain per layer is sqrt(chi_1), chi_1 = sigma_w^2 E[phi'(h)^2]",
+        ),
     )
 )

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,13 +29,22 @@ def _v7_network(setting: Mapping[str, Any], sigma_w: float, gen: torch.Generator
     So L lambda_n is the log gain of an actual direction and a certified bound on log sigma_min.
     """
     n = setting["width"]
-    model = _build("plain_mlp", _child_seed(gen), depth=setting["depth"], width=n, activation=setting["activation"],
-                   init=setting["init"], sigma_w=sigma_w, out_dim=n)
+    model = _build(
+        "plain_mlp",
+        _child_seed(gen),
+        depth=setting["depth"],
+        width=n,
+        activation=setting["activation"],
+        init=setting["init"],
+        sigma_w=sigma_w,
+        out_dim=n,
+    )
     blocks, stem = _blocks_of(model)
     x0 = stem(torch.randn(1, n, generator=gen, dtype=torch.float64)).detach()
     U, S, _ = torch.linalg.svd(_jacobian(blocks, x0[0]))
-    report = probe(blocks, x0, loss=lambda out, u=U[:, 0]: (out * u).sum(), lyapunov=n, exact=True,
-                   seed=_child_seed(gen))
+    report = probe(
+        blocks, x0, loss=lambda out, u=U[:, 0]: (out * u).sum(), lyapunov=n, exact=True, seed=_child_seed(gen)
+    )
     steps = len(report.blocks)
     top, bottom = report.input_grad_log_norm, steps * report.lyapunov[-1]
     return {
@@ -62,8 +72,10 @@ def _factor(log_gain: float) -> str:
 
 
 def _v7_describe(r: Mapping[str, Any]) -> str:
-    return (f"sigma_w {r['sigma_w']:g}: cond >= 10^{r['log_condition_at_least'] / math.log(10):.1f}, "
-            f"top x{_factor(r['top_log_gain'])}, bottom x{_factor(r['bottom_log_gain'])}")
+    return (
+        f"sigma_w {r['sigma_w']:g}: cond >= 10^{r['log_condition_at_least'] / math.log(10):.1f}, "
+        f"top x{_factor(r['top_log_gain'])}, bottom x{_factor(r['bottom_log_gain'])}"
+    )
 
 
 def _judge_v7(m: Mapping[str, Any], setting: Mapping[str, Any]) -> Judgement:
@@ -73,15 +85,19 @@ def _judge_v7(m: Mapping[str, Any], setting: Mapping[str, Any]) -> Judgement:
     both = [r for r in ill if r["both"]]
     if not both:
         shown = "; ".join(_v7_describe(r) for r in nets[:: max(1, setting["trials"])])
-        return refuted(f"{net}: no network amplifies one direction beyond {V7_FACTOR:g}x while shrinking another below "
-                       f"1/{V7_FACTOR:g} ({len(ill)}/{len(nets)} ill-conditioned; {shown})")
+        return refuted(
+            f"{net}: no network amplifies one direction beyond {V7_FACTOR:g}x while shrinking another below "
+            f"1/{V7_FACTOR:g} ({len(ill)}/{len(nets)} ill-conditioned; {shown})"
+        )
     example = max(both, key=lambda r: r["top_log_gain"])
     lyap = example["lyapunov"]
     seen = f"e.g. {_v7_describe(example)}, Lyapunov exponents {lyap[0]:+.3f}..{lyap[-1]:+.3f} per block"
     if len(both) == len(ill):
-        return confirmed(f"{net}: all {len(ill)} ill-conditioned end-to-end Jacobians amplify their top singular "
-                         f"direction beyond {V7_FACTOR:g}x and shrink another direction below 1/{V7_FACTOR:g} at once "
-                         f"({seen})")
+        return confirmed(
+            f"{net}: all {len(ill)} ill-conditioned end-to-end Jacobians amplify their top singular "
+            f"direction beyond {V7_FACTOR:g}x and shrink another direction below 1/{V7_FACTOR:g} at once "
+            f"({seen})"
+        )
     only = sorted({r["sigma_w"] for r in both})
     counter = max((r for r in ill if not r["both"]), key=lambda r: r["log_condition_at_least"])
     return qualified(
@@ -99,8 +115,9 @@ def _plot_v7(m: Mapping[str, Any], setting: Mapping[str, Any]):
     for i, r in enumerate(shown):
         s = np.asarray(r["singular_values"])
         index = np.arange(1, s.size + 1)
-        axes[0].plot(index, np.log10(np.maximum(s, np.finfo(float).tiny)), ".", color=f"C{i}",
-                     label=f"σ_w={r['sigma_w']:g}")
+        axes[0].plot(
+            index, np.log10(np.maximum(s, np.finfo(float).tiny)), ".", color=f"C{i}", label=f"σ_w={r['sigma_w']:g}"
+        )
         axes[0].plot(index, setting["depth"] * np.asarray(r["lyapunov"]) / math.log(10), "-", lw=1, color=f"C{i}")
     axes[0].axhline(0, color="k", lw=1, ls="--")
     axes[0].set_xlabel("index")
@@ -130,18 +147,38 @@ register_experiment(
         refuted_if="no network of the sweep amplifies its top left singular direction beyond 10x while shrinking the "
         "bottom one below 1/10; qualified if some ill-conditioned (cond > 100) Jacobians do not show both",
         presets={
-            "tiny": {"depth": 24, "width": 32, "activation": "tanh", "init": "gaussian", "sigma_ws": [1.0, 3.0],
-                     "trials": 1},
-            "quick": {"depth": 32, "width": 64, "activation": "tanh", "init": "gaussian",
-                      "sigma_ws": [0.5, 1.0, 1.5, 2.0, 3.0], "trials": 2},
-            "full": {"depth": 64, "width": 256, "activation": "tanh", "init": "gaussian",
-                     "sigma_ws": [0.5, 1.0, 1.25, 1.5, 2.0, 3.0, 4.0], "trials": 3},
+            "tiny": {
+                "depth": 24,
+                "width": 32,
+                "activation": "tanh",
+                "init": "gaussian",
+                "sigma_ws": [1.0, 3.0],
+                "trials": 1,
+            },
+            "quick": {
+                "depth": 32,
+                "width": 64,
+                "activation": "tanh",
+                "init": "gaussian",
+                "sigma_ws": [0.5, 1.0, 1.5, 2.0, 3.0],
+                "trials": 2,
+            },
+            "full": {
+                "depth": 64,
+                "width": 256,
+                "activation": "tanh",
+                "init": "gaussian",
+                "sigma_ws": [0.5, 1.0, 1.25, 1.5, 2.0, 3.0, 4.0],
+                "trials": 3,
+            },
         },
         measure=_measure_v7,
         judge=_judge_v7,
         plot=_plot_v7,
         counterexample={"activation": "linear", "init": "orthogonal"},
-        references=("Pennington, Schoenholz & Ganguli 2017: the spread of the Jacobian's singular values, not their "
-                    "mean, separates isometric from non-isometric networks",),
+        references=(
+            "Pennington, Schoenholz & Ganguli 2017: the spread of the Jacobian's singular values, not their "
+            "mean, separates isometric from non-isometric networks",
+        ),
     )
 )

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,8 +27,9 @@ V8_SYSTEMS = {
 }
 
 
-def _squared_singular_moments(system: Mapping[str, Any], depth: int, width: int, seed: int,
-                              gen: torch.Generator) -> tuple[float, float]:
+def _squared_singular_moments(
+    system: Mapping[str, Any], depth: int, width: int, seed: int, gen: torch.Generator
+) -> tuple[float, float]:
     """(m1, sigma^2 / m1^2): the mean and the normalised variance of the eigenvalues of J J^T, J: (width, width)
     the input-output Jacobian of ``depth`` plain-MLP blocks (no bias) at an input x ~ N(0, I).
 
@@ -35,8 +37,16 @@ def _squared_singular_moments(system: Mapping[str, Any], depth: int, width: int,
     by m1^2 removes the finite-width scatter of the overall scale (the free-probability result fixes
     sigma^2 / m1^2 whatever m1 is).
     """
-    model = _build("plain_mlp", seed, depth=depth, width=width, activation=system["activation"],
-                   init=system["init"], sigma_w=system["sigma_w"], out_dim=width)
+    model = _build(
+        "plain_mlp",
+        seed,
+        depth=depth,
+        width=width,
+        activation=system["activation"],
+        init=system["init"],
+        sigma_w=system["sigma_w"],
+        out_dim=width,
+    )
     blocks, _ = _blocks_of(model)
     J = _jacobian(blocks, torch.randn(width, generator=gen, dtype=torch.float64))
     ev = torch.linalg.eigvalsh(J @ J.T)
@@ -50,22 +60,32 @@ def _measure_v8(setting: Mapping[str, Any], seed: int) -> dict:
     each of V8_SYSTEMS and depth, averaged over seeds."""
     gen = torch.Generator().manual_seed(seed)
     n = setting["width"]
-    iso = _build("deep_linear", _child_seed(gen), depth=setting["isometry_depth"], width=n,
-                 init=setting["isometry_init"])
+    iso = _build(
+        "deep_linear", _child_seed(gen), depth=setting["isometry_depth"], width=n, init=setting["isometry_init"]
+    )
     s = torch.linalg.svdvals(_jacobian(Chain.from_module(iso), torch.randn(n, generator=gen, dtype=torch.float64)))
     moments = {}
     for name, system in V8_SYSTEMS.items():
         rows = []
         for depth in setting["depths"]:
-            pairs = [_squared_singular_moments(system, depth, n, _child_seed(gen), gen)
-                     for _ in range(setting["seeds"])]
-            rows.append({"depth": depth, "mean": float(np.mean([p[0] for p in pairs])),
-                         "variance": float(np.mean([p[1] for p in pairs])),
-                         "variance_seeds": [p[1] for p in pairs],
-                         "published": system["variance_per_layer"] * depth})
+            pairs = [
+                _squared_singular_moments(system, depth, n, _child_seed(gen), gen) for _ in range(setting["seeds"])
+            ]
+            rows.append(
+                {
+                    "depth": depth,
+                    "mean": float(np.mean([p[0] for p in pairs])),
+                    "variance": float(np.mean([p[1] for p in pairs])),
+                    "variance_seeds": [p[1] for p in pairs],
+                    "published": system["variance_per_layer"] * depth,
+                }
+            )
         moments[name] = rows
-    return {"isometry_max_dev": float((s - 1).abs().max()), "isometry_sigma_range": [float(s.min()), float(s.max())],
-            "moments": moments}
+    return {
+        "isometry_max_dev": float((s - 1).abs().max()),
+        "isometry_sigma_range": [float(s.min()), float(s.max())],
+        "moments": moments,
+    }
 
 
 def _moment_mismatches(m: Mapping[str, Any]) -> list[str]:
@@ -86,8 +106,9 @@ def _judge_v8(m: Mapping[str, Any], setting: Mapping[str, Any]) -> Judgement:
     if m["isometry_max_dev"] > V8_ISOMETRY_TOL:
         return refuted(f"the {iso} is not an isometry: singular values span {lo:.4g}..{hi:.4g}")
     deepest = {name: rows[-1] for name, rows in m["moments"].items()}
-    table = "; ".join(f"{name} L={r['depth']}: var {r['variance']:.3g} vs {r['published']:g}"
-                      for name, r in deepest.items())
+    table = "; ".join(
+        f"{name} L={r['depth']}: var {r['variance']:.3g} vs {r['published']:g}" for name, r in deepest.items()
+    )
     bad = _moment_mismatches(m)
     if bad:
         return qualified(
@@ -127,10 +148,20 @@ register_experiment(
         f"qualified if a measured variance misses Pennington et al.'s value by more than {V8_MOMENT_RTOL:.0%}",
         presets={
             "tiny": {"width": 128, "depths": [2, 4], "seeds": 4, "isometry_depth": 16, "isometry_init": "orthogonal"},
-            "quick": {"width": 256, "depths": [2, 4, 8, 16], "seeds": 4, "isometry_depth": 64,
-                      "isometry_init": "orthogonal"},
-            "full": {"width": 512, "depths": [2, 4, 8, 16, 32], "seeds": 8, "isometry_depth": 256,
-                     "isometry_init": "orthogonal"},
+            "quick": {
+                "width": 256,
+                "depths": [2, 4, 8, 16],
+                "seeds": 4,
+                "isometry_depth": 64,
+                "isometry_init": "orthogonal",
+            },
+            "full": {
+                "width": 512,
+                "depths": [2, 4, 8, 16, 32],
+                "seeds": 8,
+                "isometry_depth": 256,
+                "isometry_init": "orthogonal",
+            },
         },
         measure=_measure_v8,
         judge=_judge_v8,

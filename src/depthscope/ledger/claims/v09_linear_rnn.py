@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -53,18 +54,25 @@ def _measure_v9(setting: Mapping[str, Any], seed: int) -> dict:
         h0 = torch.zeros(1, n, dtype=torch.float64)
         log_gain = _gradient_log_gain(dynamics.linear_rnn(W, T), h0, _unit(n, gen))
         norms = _power_norms(W, T)
-        lyap = lyapunov(dynamics.linear_rnn(W, setting["lyap_steps"]), h0, k=1, seed=_child_seed(gen),
-                        transient=setting["lyap_transient"])
-        rows.append({
-            "rho": _spectral_radius(W),
-            "operator_norm": float(torch.linalg.matrix_norm(W, ord=2)),
-            "log_gain": log_gain,
-            "class": _gain_class(log_gain),
-            "power_norms": norms,
-            "peak": max(norms),
-            "peak_step": int(np.argmax(norms)) + 1,
-            "lyapunov": float(lyap.exponents[0]),
-        })
+        lyap = lyapunov(
+            dynamics.linear_rnn(W, setting["lyap_steps"]),
+            h0,
+            k=1,
+            seed=_child_seed(gen),
+            transient=setting["lyap_transient"],
+        )
+        rows.append(
+            {
+                "rho": _spectral_radius(W),
+                "operator_norm": float(torch.linalg.matrix_norm(W, ord=2)),
+                "log_gain": log_gain,
+                "class": _gain_class(log_gain),
+                "power_norms": norms,
+                "peak": max(norms),
+                "peak_step": int(np.argmax(norms)) + 1,
+                "lyapunov": float(lyap.exponents[0]),
+            }
+        )
     return {"systems": rows}
 
 
@@ -83,7 +91,8 @@ def _judge_v9(m: Mapping[str, Any], setting: Mapping[str, Any]) -> Judgement:
     lyap_err = max(abs(r["lyapunov"] - math.log(r["rho"])) for r in rows)
     summary = ", ".join(f"rho {r['rho']:.3g}: e^{r['log_gain']:.1f}" for r in rows)
     lyap = f"top Lyapunov exponents match ln rho to {lyap_err:.2g}" + (
-        "" if lyap_err <= V9_LYAPUNOV_TOL else f" (beyond the {V9_LYAPUNOV_TOL:g} expected)")
+        "" if lyap_err <= V9_LYAPUNOV_TOL else f" (beyond the {V9_LYAPUNOV_TOL:g} expected)"
+    )
     stable = [r for r in rows if r["rho"] < 1]
     worst = max(stable, key=lambda r: r["peak"]) if stable else None
     if worst is not None and worst["peak"] > V9_TRANSIENT_FACTOR:
@@ -125,12 +134,30 @@ register_experiment(
         "gradient, or for some rho > 1 it does not grow beyond 10x; qualified if a rho < 1 gradient first grows by "
         "more than 10x (a non-normal transient) before vanishing",
         presets={
-            "tiny": {"n": 16, "radii": [0.8, 0.9, 1.1, 1.25], "horizon": 60, "shear": 0.0, "lyap_steps": 400,
-                     "lyap_transient": 100},
-            "quick": {"n": 32, "radii": [0.8, 0.9, 0.95, 1.05, 1.1, 1.25], "horizon": 200, "shear": 0.0,
-                      "lyap_steps": 2000, "lyap_transient": 500},
-            "full": {"n": 128, "radii": [0.8, 0.9, 0.95, 0.99, 1.01, 1.05, 1.1, 1.25], "horizon": 1000,
-                     "shear": 0.0, "lyap_steps": 10000, "lyap_transient": 2000},
+            "tiny": {
+                "n": 16,
+                "radii": [0.8, 0.9, 1.1, 1.25],
+                "horizon": 60,
+                "shear": 0.0,
+                "lyap_steps": 400,
+                "lyap_transient": 100,
+            },
+            "quick": {
+                "n": 32,
+                "radii": [0.8, 0.9, 0.95, 1.05, 1.1, 1.25],
+                "horizon": 200,
+                "shear": 0.0,
+                "lyap_steps": 2000,
+                "lyap_transient": 500,
+            },
+            "full": {
+                "n": 128,
+                "radii": [0.8, 0.9, 0.95, 0.99, 1.01, 1.05, 1.1, 1.25],
+                "horizon": 1000,
+                "shear": 0.0,
+                "lyap_steps": 10000,
+                "lyap_transient": 2000,
+            },
         },
         measure=_measure_v9,
         judge=_judge_v9,

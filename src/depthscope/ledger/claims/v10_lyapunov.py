@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -52,22 +53,48 @@ def _v10_systems(setting: Mapping[str, Any], gen: torch.Generator) -> list[dict]
     systems = []
     for rho in setting["linear_radii"]:
         W = _recurrent_matrix(setting["linear_n"], rho, setting["shear"], _child_seed(gen))
-        systems.append({"name": f"linear rho={rho:g}", "kind": "linear", "n": setting["linear_n"],
-                        "build": lambda k, W=W: dynamics.linear_rnn(W, k)})
+        systems.append(
+            {
+                "name": f"linear rho={rho:g}",
+                "kind": "linear",
+                "n": setting["linear_n"],
+                "build": lambda k, W=W: dynamics.linear_rnn(W, k),
+            }
+        )
     with _float64():
         Q = recurrent_weight(setting["linear_n"], 1.0, "orthogonal", torch.Generator().manual_seed(_child_seed(gen)))
     Q = _shear(Q, setting["shear"])
-    systems.append({"name": "linear orthogonal", "kind": "linear", "n": setting["linear_n"],
-                    "build": lambda k, Q=Q: dynamics.linear_rnn(Q, k)})
+    systems.append(
+        {
+            "name": "linear orthogonal",
+            "kind": "linear",
+            "n": setting["linear_n"],
+            "build": lambda k, Q=Q: dynamics.linear_rnn(Q, k),
+        }
+    )
     for g in setting["tanh_gains"]:
         with _float64():
             W = recurrent_weight(setting["tanh_n"], g, "gaussian", torch.Generator().manual_seed(_child_seed(gen)))
-        systems.append({"name": f"tanh g={g:g}", "kind": "tanh", "n": setting["tanh_n"],
-                        "build": lambda k, W=W: dynamics.tanh_rnn(W, k)})
+        systems.append(
+            {
+                "name": f"tanh g={g:g}",
+                "kind": "tanh",
+                "n": setting["tanh_n"],
+                "build": lambda k, W=W: dynamics.tanh_rnn(W, k),
+            }
+        )
     for g in setting["rate_gains"]:
         J = dynamics.rate_coupling(setting["rate_n"], g, _child_seed(gen))
-        systems.append({"name": f"rate g={g:g}", "kind": "rate", "n": setting["rate_n"], "g": g, "J": J,
-                        "build": lambda k, J=J: dynamics.rate_chain(J, setting["dt"], k)})
+        systems.append(
+            {
+                "name": f"rate g={g:g}",
+                "kind": "rate",
+                "n": setting["rate_n"],
+                "g": g,
+                "J": J,
+                "build": lambda k, J=J: dynamics.rate_chain(J, setting["dt"], k),
+            }
+        )
     return systems
 
 
@@ -112,8 +139,15 @@ def _measure_v10(setting: Mapping[str, Any], seed: int) -> dict:
             spectra[system["name"]] = _rate_spectrum(system, states, res, setting)
         top = float(res.exponents[0])
         log_gain = _gradient_log_gain(system["build"](T), states[steps - T], _unit(n, gen))
-        rows.append({"name": system["name"], "top_exponent": top, "predicted": _predicted_class(top, T),
-                     "log_gain": log_gain, "measured": _gain_class(log_gain)})
+        rows.append(
+            {
+                "name": system["name"],
+                "top_exponent": top,
+                "predicted": _predicted_class(top, T),
+                "log_gain": log_gain,
+                "measured": _gain_class(log_gain),
+            }
+        )
     return {"systems": rows, "rate_spectra": spectra}
 
 
@@ -129,15 +163,20 @@ def _judge_v10(m: Mapping[str, Any], setting: Mapping[str, Any]) -> Judgement:
         for name, s in m["rate_spectra"].items()
     )
     if wrong:
-        text = "; ".join(f"{r['name']}: lambda_1 = {r['top_exponent']:+.4f}/step predicts {r['predicted']}, the "
-                         f"gradient changed by e^{r['log_gain']:.2f} over {T} steps ({r['measured']})" for r in wrong)
+        text = "; ".join(
+            f"{r['name']}: lambda_1 = {r['top_exponent']:+.4f}/step predicts {r['predicted']}, the "
+            f"gradient changed by e^{r['log_gain']:.2f} over {T} steps ({r['measured']})"
+            for r in wrong
+        )
         return refuted(f"{len(wrong)}/{len(decided)} decided systems contradict the sign rule: {text}")
     table = ", ".join(f"{r['name']}: {r['top_exponent']:+.3f} -> e^{r['log_gain']:.1f}" for r in rows)
     skipped = [r["name"] for r in rows if r["predicted"] == UNDECIDED]
     note = f" ({', '.join(skipped)}: |lambda_1 T| too close to ln 10 to decide)" if skipped else ""
     untested = [c for c in (VANISHING, MARGINAL, EXPLODING) if c not in {r["predicted"] for r in decided}]
-    body = (f"the top exponent per step predicted the gradient's class over {T} steps in all {len(decided)} decided "
-            f"systems{note} ({table}). {rate}")
+    body = (
+        f"the top exponent per step predicted the gradient's class over {T} steps in all {len(decided)} decided "
+        f"systems{note} ({table}). {rate}"
+    )
     if untested:
         return qualified(f"{body}; no system decisively tested: {', '.join(untested)}")
     return confirmed(body)
@@ -169,8 +208,7 @@ def _plot_v10(m: Mapping[str, Any], setting: Mapping[str, Any]):
     return fig
 
 
-_V10_COMMON = {"linear_radii": [0.9, 1.1], "tanh_gains": [0.5, 2.0], "rate_gains": [0.5, 4.0], "dt": 0.1,
-               "shear": 0.0}
+_V10_COMMON = {"linear_radii": [0.9, 1.1], "tanh_gains": [0.5, 2.0], "rate_gains": [0.5, 4.0], "dt": 0.1, "shear": 0.0}
 
 register_experiment(
     Experiment(
@@ -186,12 +224,36 @@ register_experiment(
         "the gradient's gain over the horizon T is not below 1/10, above 10 or within [1/10, 10] respectively; "
         "qualified if some class has no decisively predicted system",
         presets={
-            "tiny": {**_V10_COMMON, "linear_n": 16, "tanh_n": 16, "rate_n": 16, "horizon": 200, "burn_in": 200,
-                     "lyap_steps": 400, "lyap_transient": 100},
-            "quick": {**_V10_COMMON, "linear_n": 32, "tanh_n": 64, "rate_n": 100, "horizon": 400, "burn_in": 500,
-                      "lyap_steps": 2000, "lyap_transient": 500},
-            "full": {**_V10_COMMON, "linear_n": 128, "tanh_n": 256, "rate_n": 100, "horizon": 1000, "burn_in": 2000,
-                     "lyap_steps": 10000, "lyap_transient": 2000},
+            "tiny": {
+                **_V10_COMMON,
+                "linear_n": 16,
+                "tanh_n": 16,
+                "rate_n": 16,
+                "horizon": 200,
+                "burn_in": 200,
+                "lyap_steps": 400,
+                "lyap_transient": 100,
+            },
+            "quick": {
+                **_V10_COMMON,
+                "linear_n": 32,
+                "tanh_n": 64,
+                "rate_n": 100,
+                "horizon": 400,
+                "burn_in": 500,
+                "lyap_steps": 2000,
+                "lyap_transient": 500,
+            },
+            "full": {
+                **_V10_COMMON,
+                "linear_n": 128,
+                "tanh_n": 256,
+                "rate_n": 100,
+                "horizon": 1000,
+                "burn_in": 2000,
+                "lyap_steps": 10000,
+                "lyap_transient": 2000,
+            },
         },
         measure=_measure_v10,
         judge=_judge_v10,
