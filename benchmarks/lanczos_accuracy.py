@@ -17,7 +17,7 @@ import depthscope as ds
 import depthscope.estimators._local as local
 from depthscope.estimators._lanczos import lanczos_top_eigenvalue
 from depthscope.estimators._linearized import LinearizedChain
-from depthscope.probe import _routes
+from depthscope.probing import _routes
 
 REFERENCE_RTOL = 1e-6
 REFERENCE_MAX_ITER = 200

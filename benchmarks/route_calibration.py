@@ -1,4 +1,4 @@
-"""Calibrate the probe's route cost model (`depthscope.probe._routes`) on this machine.
+"""Calibrate the probe's route cost model (`depthscope.probing._routes`) on this machine.
 
 For residual-MLP blocks at widths 16-512 and batches 1-64 (float32 on the tape route, plus
 autograd-route and float64 cases), with and without sigma_min/gap, it times the two routes of the
@@ -40,7 +40,7 @@ import depthscope as ds
 from depthscope.estimators import _linearized
 from depthscope.estimators._linearized import LinearizedChain
 from depthscope.estimators._local import explicit_stats, matrix_free_stats
-from depthscope.probe import _routes
+from depthscope.probing import _routes
 
 PROBES = 16
 # Cases whose explicit Jacobians hold more entries than this are skipped (minutes of dense work
@@ -232,7 +232,7 @@ def main() -> None:
             continue
         rows.append((case, te, tm))
         print(f"    measured {case.label()}: explicit {te * 1e3:.3f} ms, matrix-free {tm * 1e3:.3f} ms", flush=True)
-    print("\nfitted constants (stored values in depthscope/probe/_routes.py in brackets):")
+    print("\nfitted constants (stored values in depthscope/probing/_routes.py in brackets):")
     for name, value in fit(rows).items():
         print(f"    {name:24s} = {value:.3g}   [{getattr(_routes, name):.3g}]")
     print("\ncalibration table (prediction from the stored constants):")

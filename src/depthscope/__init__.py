@@ -17,7 +17,7 @@ from depthscope._errors import (
 from depthscope._version import __version__
 from depthscope.chain import Chain, ChainModule, Step
 from depthscope.estimators import LyapunovResult, lyapunov
-from depthscope.probe import BlockStats, ProbeWarning, Report, probe
+from depthscope.probing import BlockStats, ProbeWarning, Report, probe
 from depthscope.zoo import create_model, list_models, model_spec, register_model
 
 __all__ = [

@@ -9,8 +9,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from depthscope.probe._report import Report
-from depthscope.probe._verdict import DOMINANT_SHARE
+from depthscope.probing._report import Report
+from depthscope.probing._verdict import DOMINANT_SHARE
 
 # Unicode eighth-blocks for the sparkline of cum_log_fro.
 SPARK = "▁▂▃▄▅▆▇█"

@@ -16,7 +16,7 @@ from depthscope.ledger._experiment import Experiment, Judgement, confirmed, refu
 from depthscope.ledger._train import train_classifier
 from depthscope.ledger.claims._engineering_common import DIGITS_FEATURES
 from depthscope.ledger.claims._residual_common import _per_example_jacobian
-from depthscope.probe import probe
+from depthscope.probing import probe
 from depthscope.zoo import create_model
 from depthscope.zoo.mlp import FixupBlock, ResidualBlock
 

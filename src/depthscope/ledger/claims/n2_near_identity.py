@@ -11,7 +11,7 @@ import torch
 from depthscope.chain import Chain
 from depthscope.ledger._experiment import Experiment, Judgement, confirmed, qualified, refuted, register_experiment
 from depthscope.ledger.claims._norm_common import DTYPE, NORM_PRESERVATION_PAPER, PLOT_FLOOR, SEED_STRIDE
-from depthscope.probe import probe
+from depthscope.probing import probe
 from depthscope.zoo import create_model
 
 # Weyl: every singular value of I + DF lies in [1 - ||DF||_2, 1 + ||DF||_2]; float64 slack.

@@ -11,7 +11,7 @@ import torch
 
 from depthscope.ledger._experiment import Experiment, Judgement, confirmed, qualified, refuted, register_experiment
 from depthscope.ledger.claims._norm_common import DTYPE, NORM_PRESERVATION_PAPER, SEED_STRIDE
-from depthscope.probe import probe
+from depthscope.probing import probe
 from depthscope.zoo import create_model
 
 # Branch scale that shrinks with depth: the zoo's resnet_mlp default (Hayou et al. 2021).

@@ -11,7 +11,7 @@ import torch
 
 from depthscope.ledger._experiment import Experiment, Judgement, confirmed, qualified, refuted, register_experiment
 from depthscope.ledger.claims._norm_common import DTYPE, NORM_PRESERVATION_PAPER, SEED_STRIDE
-from depthscope.probe import probe
+from depthscope.probing import probe
 from depthscope.zoo import conv_operator_singular_values, create_model
 from depthscope.zoo.cifar_resnet import CIFAR_CHANNELS, PreActBlock
 from depthscope.zoo.procresnet import Transition

@@ -13,7 +13,7 @@ from depthscope._errors import DepthscopeError
 from depthscope.chain import Chain
 from depthscope.ledger._experiment import Experiment, Judgement, confirmed, refuted, register_experiment
 from depthscope.ledger.claims._residual_common import _blocks, _float64_model
-from depthscope.probe import probe
+from depthscope.probing import probe
 from depthscope.zoo._layers import critical_sigma_w
 
 R4_ROUNDING = 1e-12  # float64: a sum of `depth` unit-scale terms carries ~depth * 1e-16 of rounding

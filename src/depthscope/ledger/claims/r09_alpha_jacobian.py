@@ -17,7 +17,7 @@ from depthscope.ledger.claims._residual_common import (
     _matched_distance,
     _per_example_jacobian,
 )
-from depthscope.probe import probe
+from depthscope.probing import probe
 
 # J and I + alpha J_F come from the same float64 products, summed differently: ~1e-16 apart.
 R9_JACOBIAN_TOL = 1e-12

@@ -13,7 +13,7 @@ from torch import nn
 from depthscope.chain import Chain
 from depthscope.ledger._experiment import Experiment, Judgement, confirmed, refuted, register_experiment
 from depthscope.ledger.claims._vanishing_common import SOURCE, _build, _child_seed, _jacobian
-from depthscope.probe import probe
+from depthscope.probing import probe
 from depthscope.zoo.toys import activation_derivative
 
 V5_DW_RTOL = 1e-12  # J_k against diag(phi'(W x + b)) W, float64

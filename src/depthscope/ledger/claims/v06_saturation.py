@@ -12,8 +12,8 @@ from torch import nn
 from depthscope.chain import Chain
 from depthscope.ledger._experiment import Experiment, Judgement, confirmed, qualified, refuted, register_experiment
 from depthscope.ledger.claims._vanishing_common import SOURCE, VANISHING, _blocks_of, _build, _child_seed, _gain_class
-from depthscope.probe import probe
-from depthscope.probe._verdict import VERDICT_LOG_GAIN
+from depthscope.probing import probe
+from depthscope.probing._verdict import VERDICT_LOG_GAIN
 from depthscope.zoo.toys import activation_derivative
 
 V6_BATCH = 4  # inputs per network; probe statistics are batch means

@@ -11,8 +11,8 @@ import torch
 
 from depthscope.ledger._experiment import Experiment, Judgement, confirmed, qualified, refuted, register_experiment
 from depthscope.ledger.claims._vanishing_common import SOURCE, _blocks_of, _build, _child_seed, _jacobian
-from depthscope.probe import probe
-from depthscope.probe._verdict import VERDICT_LOG_GAIN
+from depthscope.probing import probe
+from depthscope.probing._verdict import VERDICT_LOG_GAIN
 
 V7_FACTOR = math.exp(VERDICT_LOG_GAIN)  # 10: beyond it a direction explodes (or, below 1/10, vanishes)
 V7_ILL_CONDITIONED = V7_FACTOR**2  # condition number sigma_max / sigma_min above which J is ill-conditioned

@@ -22,7 +22,7 @@ from depthscope.ledger.claims._vanishing_common import (
     _recurrent_matrix,
     _unit,
 )
-from depthscope.probe._verdict import VERDICT_LOG_GAIN
+from depthscope.probing._verdict import VERDICT_LOG_GAIN
 
 V9_TRANSIENT_FACTOR = math.exp(VERDICT_LOG_GAIN)  # a rho < 1 gradient that first grows 10x grows "large"
 V9_LYAPUNOV_TOL = 0.02  # |lambda_1 - ln rho| per step after lyap_steps steps

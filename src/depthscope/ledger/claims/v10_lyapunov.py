@@ -25,7 +25,7 @@ from depthscope.ledger.claims._vanishing_common import (
     _shear,
     _unit,
 )
-from depthscope.probe._verdict import VERDICT_LOG_GAIN
+from depthscope.probing._verdict import VERDICT_LOG_GAIN
 from depthscope.zoo.rnn import recurrent_weight
 
 V10_DECISIVE = 2 * VERDICT_LOG_GAIN  # |lambda_1 T| beyond ln 100: the exponent decisively predicts a class

@@ -14,7 +14,7 @@ from tests.oracles import cumulative, step_jacobians
 from torch import nn
 
 import depthscope as ds
-from depthscope.probe._verdict import StepFacts, body_span, step_log_gains, verdict
+from depthscope.probing._verdict import StepFacts, body_span, step_log_gains, verdict
 from depthscope.render._terminal import LINE_WIDTH, drivers_line, render_report
 
 WIDTH = 16

@@ -19,9 +19,9 @@ from depthscope.estimators._linearized import LinearizedChain
 from depthscope.estimators._local import LocalStats
 from depthscope.estimators._lyapunov import benettin, random_frame
 from depthscope.estimators._propagate import frame_log_rms, grow_frame, log_rms_from_columns, push_log_norms
-from depthscope.probe import _routes
-from depthscope.probe._report import BlockStats, Report
-from depthscope.probe._verdict import (
+from depthscope.probing import _routes
+from depthscope.probing._report import BlockStats, Report
+from depthscope.probing._verdict import (
     VERDICT_LOG_GAIN,
     StepFacts,
     explain,
@@ -113,7 +113,7 @@ def probe(
         seed: seeds every random choice; the same seed gives the same report.
         exact: build every Jacobian and use full SVDs and basis pushes (the tests' oracle; slow).
         method: route of the local statistics. "auto": per step, the route that the cost model of
-            `depthscope.probe._routes` (calibrated by benchmarks/route_calibration.py) predicts
+            `depthscope.probing._routes` (calibrated by benchmarks/route_calibration.py) predicts
             faster for the step's size, the batch, the dtype, ``sigma_min`` and the step's Jacobian
             route; explicit only where its working set fits ``_routes.EXPLICIT_MEMORY_BUDGET``
             (explicit Jacobians are streamed, never all held at once). In practice explicit for
@@ -142,7 +142,7 @@ def probe(
     1.6%, where 16 fixed probes were up to 17% off). sigma_max, sigma_min and the identity gap are exact (full SVD) on explicit steps up to
     256 wide; wider explicit steps run Lanczos to a 1e-4 residual (GPT-2's 512-wide steps within
     1e-6; at the former 1% residual, 1.4% low when the top singular values are 1% apart:
-    tests/probe/test_accuracy.py); matrix-free Lanczos stops at a 1% residual: median 0.02%,
+    tests/probing/test_accuracy.py); matrix-free Lanczos stops at a 1% residual: median 0.02%,
     largest 0.4% on the transformers and 1.7% on a resnet18 convolutional step (CIFAR ResNets:
     benchmarks/lanczos_accuracy.py). cum_log_fro is exact for inputs up to 256 wide and log_gain
     also when the output is; otherwise a random frame of at least ``probes`` columns grows (up to

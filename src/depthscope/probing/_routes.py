@@ -92,7 +92,7 @@ EXPLICIT_ENTRY_COPIES_F64_SQUARE = 4
 EXPLICIT_ENTRY_COPIES_NATIVE = 2
 
 MODEL_DESCRIPTION = (
-    "per step, the faster of explicit and matrix-free by the cost model of depthscope.probe._routes "
+    "per step, the faster of explicit and matrix-free by the cost model of depthscope.probing._routes "
     "(calibrated by benchmarks/route_calibration.py), explicit only within the memory budget"
 )
 

@@ -1,4 +1,4 @@
-"""The route choice of `depthscope.probe` (`depthscope.probe._routes`): the cost model's decisions,
+"""The route choice of `depthscope.probe` (`depthscope.probing._routes`): the cost model's decisions,
 the memory budget, streaming of explicit Jacobians, and agreement of auto with the forced routes."""
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from tests.oracles import step_jacobians
 
 import depthscope as ds
 from depthscope.estimators._linearized import LinearizedChain
-from depthscope.probe import _routes
+from depthscope.probing import _routes
 
-# Lanczos stops at a residual bound of 1% of lambda, i.e. <= 0.5% on sigma (as tests/probe/test_oracle.py).
+# Lanczos stops at a residual bound of 1% of lambda, i.e. <= 0.5% on sigma (as tests/probing/test_oracle.py).
 SIGMA_RTOL = 0.01
-# Hutchinson with 16 probes on near-isometric residual steps (as tests/probe/test_oracle.py).
+# Hutchinson with 16 probes on near-isometric residual steps (as tests/probing/test_oracle.py).
 HUTCHINSON_RTOL = 0.05
 
 

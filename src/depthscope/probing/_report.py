@@ -70,7 +70,7 @@ class Report:
         settings: how it was measured (probes, seed, methods, thresholds).
         versions: depthscope, torch, python.
         body_span: chain indices [first, last] of the body, the differentiated steps apart from a
-            stem and a head (rule: `depthscope.probe._verdict.body_span`); None when none is left.
+            stem and a head (rule: `depthscope.probing._verdict.body_span`); None when none is left.
         body_log_gain: log RMS gain across the body (natural log); None when not measurable.
         body_verdict, body_depth_scale: verdict and depth scale of the body alone.
         dominant_step, dominant_share: the step whose jump in cumulative log gain is the largest
@@ -206,7 +206,7 @@ def _report_from_dict(d: Any, source: str, stacklevel: int) -> Report:
     if not isinstance(lyapunov, list) or not all(_value_ok(v, "float") for v in lyapunov):
         raise DepthscopeError(f"{source}: lyapunov should be a list of numbers, got {lyapunov!r}")
     if unknown_top or unknown_block:
-        from depthscope.probe._probe import ProbeWarning  # imported here: _probe imports this module
+        from depthscope.probing._probe import ProbeWarning  # imported here: _probe imports this module
 
         parts = [
             f"{where} {', '.join(sorted(names))}"
