@@ -4,7 +4,7 @@ For a small ViT, GPT-2 and Llama (``transformers``, random weights from configs,
 and torchvision's ViT and resnet18 (random weights), the default probe is run with several seeds and
 compared with ``probe(..., exact=True)`` (full SVDs of every step's Jacobian, exact cumulative
 norms from basis pushes). Printed per model and quantity: the median and largest relative error
-over steps and seeds (for the log quantities cum_log_fro and log_gain, the absolute error, which is
+over steps and seeds (for the log quantities cum_log_rms and log_gain, the absolute error, which is
 the relative error of the gain), and for the two estimates that report a standard error, the
 largest |error| / standard error.
 
@@ -128,28 +128,28 @@ ROUTES = {"gpt2": ("auto", "explicit")}
 def relative_errors(rep: ds.Report, ref: ds.Report) -> dict[str, list[float]]:
     """Relative errors of one report against the exact one, per quantity, over the steps."""
     out: dict[str, list[float]] = {
-        "local_fro": [],
+        "local_rms": [],
         "sigma_max": [],
         "identity_gap": [],
-        "cum_log_fro": [],
+        "cum_log_rms": [],
         "fro/se": [],
         "cum/se": [],
     }
     for b, e in zip(rep.blocks, ref.blocks):
-        if e.local_fro > 0:
-            err = b.local_fro / e.local_fro - 1
-            out["local_fro"].append(abs(err))
-            if b.local_fro_se > 0:
-                out["fro/se"].append(abs(b.local_fro - e.local_fro) / b.local_fro_se)
+        if e.local_rms > 0:
+            err = b.local_rms / e.local_rms - 1
+            out["local_rms"].append(abs(err))
+            if b.local_rms_se > 0:
+                out["fro/se"].append(abs(b.local_rms - e.local_rms) / b.local_rms_se)
         if e.local_sigma_max > 0:
             out["sigma_max"].append(abs(b.local_sigma_max / e.local_sigma_max - 1))
         if e.identity_gap:
             out["identity_gap"].append(abs(b.identity_gap / e.identity_gap - 1))
-        if not math.isfinite(e.cum_log_fro):  # a zero step (a zero-initialised head): log 0 on both
+        if not math.isfinite(e.cum_log_rms):  # a zero step (a zero-initialised head): log 0 on both
             continue
-        out["cum_log_fro"].append(abs(b.cum_log_fro - e.cum_log_fro))
-        if b.cum_log_fro_se > 0:
-            out["cum/se"].append(abs(b.cum_log_fro - e.cum_log_fro) / b.cum_log_fro_se)
+        out["cum_log_rms"].append(abs(b.cum_log_rms - e.cum_log_rms))
+        if b.cum_log_rms_se > 0:
+            out["cum/se"].append(abs(b.cum_log_rms - e.cum_log_rms) / b.cum_log_rms_se)
     if math.isfinite(ref.log_gain):
         out["log_gain"] = [abs(rep.log_gain - ref.log_gain)]
     return out

@@ -27,7 +27,7 @@ time (the batched time is a median of 3 runs; the ratio of CPU times is printed 
 other processes on a shared machine inflate wall times unevenly).
 
 Part 3. Global errors against the exact solution (max over the output times of the relative
-error) on the closed-form problems of `depthscope.dynamics.solvers.CLOSED_FORM_PROBLEMS` at rtol
+error) on the closed-form problems of `depthscope.dynamics.CLOSED_FORM_PROBLEMS` at rtol
 1e-3 and 1e-6 (atol 1e-12, analytic Jacobians): ours, SciPy's stock BDF (orders 1-5) and SciPy's
 BDF capped at order 2, side by side, with each error per rtol and per unit of the problem's
 condition (the bound tests/dynamics/test_ivp_accuracy.py asserts) and the evaluations it cost.
@@ -43,14 +43,14 @@ import numpy as np
 import scipy.integrate
 import scipy.integrate._ivp.bdf as scipy_bdf
 
-from depthscope.dynamics._bdf2 import tolerances_for_local
-from depthscope.dynamics._cstr import gray_scott_batch
-from depthscope.dynamics.solvers import (
+from depthscope.dynamics import (
     CLOSED_FORM_PROBLEMS,
     STIFF_PROBLEMS,
     global_relative_error,
+    gray_scott_batch,
     max_relative_error,
     solve_ivp,
+    tolerances_for_local,
 )
 
 # The project's table: SciPy BDF capped at order 2, (nfev, max relative error) per row.

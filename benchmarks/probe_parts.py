@@ -21,9 +21,7 @@ import torch
 
 import depthscope as ds
 from _timing import median_time  # benchmarks/_timing.py
-from depthscope.estimators._layout import as_native
-from depthscope.estimators._linearized import LinearizedChain
-from depthscope.estimators._local import rademacher
+from depthscope.estimators import LinearizedChain, as_native, rademacher
 
 # resnet56 sizes: 16 probes of a 16 x 32 x 32 state; 29 Lanczos problems of 16384 entries.
 PROBES, STATE = 16, (16, 32, 32)

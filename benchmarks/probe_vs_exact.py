@@ -196,10 +196,10 @@ def main() -> None:
                 print(f"    best exact       {t_exact:7.3f} s  ({t_exact / t[NAIVE_SET]:.1f}x the probe's naive set)")
             # Accuracy of the naive method's quantities, from a probe with its loss (sum of outputs).
             rep = ds.probe(model, x, loss=lambda out: out.sum(), sigma_min=False, lyapunov=0)
-            fro_err = rel_err(rep.column("local_fro"), ref["fro"])
+            fro_err = rel_err(rep.column("local_rms"), ref["fro"])
             smax_err = rel_err(rep.column("local_sigma_max"), ref["smax"])
             cum_err = max(
-                abs(torch.expm1(torch.tensor(a - b)).item()) for a, b in zip(rep.column("cum_log_fro"), ref["cum"])
+                abs(torch.expm1(torch.tensor(a - b)).item()) for a, b in zip(rep.column("cum_log_rms"), ref["cum"])
             )
             ratio_err = rel_err(rep.column("grad_ratio"), ref["ratio"])
             print(

@@ -37,9 +37,7 @@ import torch
 from scipy.optimize import nnls
 
 import depthscope as ds
-from depthscope.estimators import _linearized
-from depthscope.estimators._linearized import LinearizedChain
-from depthscope.estimators._local import explicit_stats, matrix_free_stats
+from depthscope.estimators import LinearizedChain, _linearized, explicit_stats, matrix_free_stats
 from depthscope.probing import _routes
 
 PROBES = 16

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 import depthscope as ds
 from _timing import median_time  # benchmarks/_timing.py
-from depthscope.estimators._linearized import LinearizedChain
+from depthscope.estimators import LinearizedChain
 
 
 def build(chain, x, tape: bool) -> LinearizedChain:

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import depthscope as ds
-from depthscope.chain._batch import check_batch, check_examples_independent
+from depthscope.chain import check_batch, check_examples_independent
 
 
 @pytest.mark.parametrize(

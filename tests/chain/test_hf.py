@@ -13,7 +13,7 @@ from torch.func import jacrev, jvp  # noqa: E402
 
 import depthscope  # noqa: E402
 from depthscope import ChainError, InputError  # noqa: E402
-from depthscope.chain._hf import chain_from_hf  # noqa: E402
+from depthscope.chain import Chain  # noqa: E402
 
 VOCAB, HIDDEN, SEQ = 50, 32, 7
 # The hooked chain re-evaluates the same float32 graph; it matches the model to rounding.
@@ -83,7 +83,7 @@ def test_chain_composes_to_the_model_with_padding(kind, layers):
 def test_without_a_mask_the_chain_matches_the_unmasked_model():
     model = _bert(2)
     ids, mask = _batch()
-    chain = chain_from_hf(model, ids)
+    chain = Chain.from_hf(model, ids)
     with torch.no_grad():
         unmasked = model(input_ids=ids).last_hidden_state
         masked = model(input_ids=ids, attention_mask=mask).last_hidden_state
@@ -95,7 +95,7 @@ def test_without_a_mask_the_chain_matches_the_unmasked_model():
 def test_a_task_head_model_is_reduced_to_its_base():
     model = _gpt2(2, lm_head=True)
     ids, mask = _batch()
-    chain = chain_from_hf(model, ids, mask)
+    chain = Chain.from_hf(model, ids, mask)
     assert len(chain) == 4
     with torch.no_grad():
         expected = model.transformer(input_ids=ids, attention_mask=mask).last_hidden_state
@@ -108,7 +108,7 @@ def test_layer_steps_carry_the_mask_and_support_torch_func(kind):
     # NotImplementedError); reverse mode works with either.
     model = MODELS[kind][0](2, attn="eager").double()
     ids, mask = _batch()
-    chain = chain_from_hf(model, ids, mask)
+    chain = Chain.from_hf(model, ids, mask)
     h = chain.states(ids)[1].detach()
     layer = chain[1]
     jac = jacrev(layer)(h).reshape(2, SEQ, HIDDEN, 2, SEQ, HIDDEN)
@@ -128,18 +128,18 @@ def test_training_mode_with_dropout_is_refused():
     model = _bert(2).train()
     ids, mask = _batch()
     with pytest.raises(ChainError, match="eval"):
-        chain_from_hf(model, ids, mask)
+        Chain.from_hf(model, ids, mask)
 
 
 def test_bad_inputs_are_refused():
     model = _gpt2(2)
     ids, mask = _batch()
     with pytest.raises(InputError, match="attention_mask"):
-        chain_from_hf(model, ids, mask[:, :3])
+        Chain.from_hf(model, ids, mask[:, :3])
     with pytest.raises(InputError, match="long"):
-        chain_from_hf(model, ids.float(), mask)
+        Chain.from_hf(model, ids.float(), mask)
     with pytest.raises(ChainError, match="PreTrainedModel"):
-        chain_from_hf(torch.nn.Linear(2, 2), ids, mask)
+        Chain.from_hf(torch.nn.Linear(2, 2), ids, mask)
 
 
 @pytest.mark.parametrize("method", ["explicit", "matrix-free"])
@@ -150,7 +150,7 @@ def test_default_fused_attention_probes_like_eager(method):
     fused, eager = _gpt2(2, attn="sdpa"), _gpt2(2, attn="eager")
     eager.load_state_dict(fused.state_dict())
     ids, mask = _batch()
-    reports = [depthscope.probe(chain_from_hf(m, ids, mask), ids, method=method, lyapunov=2) for m in (fused, eager)]
+    reports = [depthscope.probe(Chain.from_hf(m, ids, mask), ids, method=method, lyapunov=2) for m in (fused, eager)]
     for a, b in zip(*(r.blocks for r in reports)):
-        assert a.local_fro == pytest.approx(b.local_fro, rel=1e-4)
-        assert a.cum_log_fro == pytest.approx(b.cum_log_fro, rel=1e-4, abs=1e-5)
+        assert a.local_rms == pytest.approx(b.local_rms, rel=1e-4)
+        assert a.cum_log_rms == pytest.approx(b.cum_log_rms, rel=1e-4, abs=1e-5)

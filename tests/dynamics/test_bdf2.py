@@ -7,24 +7,22 @@ import pytest
 import scipy.integrate
 import torch
 
-from depthscope.dynamics._bdf2 import (
+from depthscope.dynamics import (
     BETA0,
     GAMMA,
-    newton_matrix,
-    rescale_differences,
-    tolerances_for_local,
-)
-from depthscope.dynamics._cstr import gray_scott_batch
-from depthscope.dynamics.solvers import (
     HIRES,
     OREGO,
     ROBER,
     STIFF_PROBLEMS,
     VDPOL,
+    gray_scott_batch,
     max_relative_error,
+    newton_matrix,
     scd,
     solve_ivp,
+    tolerances_for_local,
 )
+from depthscope.dynamics._bdf2 import rescale_differences
 
 # Function evaluations SciPy's BDF needs capped at order 2 (kappa = 0, analytic Jacobian) at
 # rtol 1e-6 with the problem's atol, and the max relative error it reaches (the benchmark's table).
@@ -80,9 +78,11 @@ def test_rescale_differences_matches_resampled_polynomial(rho):
         y0, y1, y2 = p(tn), p(tn - step), p(tn - 2 * step)
         return np.stack([y0, y0 - y1, y0 - 2 * y1 + y2])
 
-    D = np.zeros((1, 5, 2))
+    # The solver's layout is component-major, (N_DIFFERENCES, n, w); D is the view of it by system.
+    D_solver = np.zeros((5, 2, 1))
+    D = D_solver.transpose(2, 0, 1)
     D[0, :3] = differences(h)
-    rescale_differences(D, np.array([rho]), np.array([2]))
+    rescale_differences(D_solver, np.array([rho]), True, True)  # every system, all at order 2
     np.testing.assert_allclose(D[0, :3], differences(rho * h), rtol=1e-12, atol=1e-12)
 
 

@@ -8,6 +8,7 @@ import scipy.optimize
 import torch
 
 from depthscope._errors import InputError
+from depthscope.dynamics import solve_ivp
 from depthscope.dynamics._cstr import (
     CSTR,
     EXO_B,
@@ -24,7 +25,6 @@ from depthscope.dynamics._cstr import (
     gray_scott_upper,
     steady_states,
 )
-from depthscope.dynamics.solvers import solve_ivp
 
 K = 0.05  # the Gray-Scott decay rate of the claim
 # The claim needs D_H to 1e-6; the steady states are exact to ~1e-14, so we ask for far more.

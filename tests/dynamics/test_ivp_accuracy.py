@@ -11,16 +11,7 @@ import numpy as np
 import pytest
 import scipy.integrate
 
-from depthscope.dynamics._bdf2 import (
-    LOCAL_RTOL_FLOOR,
-    local_tolerance_factor,
-    tolerances_for_local,
-)
-from depthscope.dynamics.solvers import (
-    CLOSED_FORM_PROBLEMS,
-    global_relative_error,
-    solve_ivp,
-)
+from depthscope.dynamics import CLOSED_FORM_PROBLEMS, global_relative_error, local_tolerance_factor, solve_ivp
 
 # The tolerances of the closed-form checks.
 RTOLS = (1e-3, 1e-6)
@@ -83,11 +74,3 @@ def test_local_error_estimate_matches_true_local_error(rtol):
     added = np.abs(y[1:] / (y[:-1] * np.exp(-np.diff(t))) - 1.0) / (rtol * local_tolerance_factor(rtol))
     assert LOCAL_MEDIAN_MIN <= np.median(added) <= LOCAL_MEDIAN_MAX
     assert added.max() <= LOCAL_MAX
-
-
-@pytest.mark.parametrize("rtol", [0.5, 1e-3, 1e-4, 1e-6, 1e-9])
-def test_tolerances_for_local_inverts_the_factor(rtol):
-    factor = local_tolerance_factor(rtol)
-    assert 0.0 < factor <= 1.0 and rtol * factor >= LOCAL_RTOL_FLOOR
-    back_rtol, back_atol = tolerances_for_local(rtol * factor, 2e-9 * factor)
-    assert back_rtol == pytest.approx(rtol, rel=1e-12) and back_atol == pytest.approx(2e-9, rel=1e-12)

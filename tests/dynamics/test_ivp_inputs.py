@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from depthscope._errors import InputError
-from depthscope.dynamics.solvers import solve_ivp
+from depthscope.dynamics import solve_ivp
 
 # The time at which the right-hand sides below stop being finite (or stop being torch-traceable).
 T_BREAK = 0.5

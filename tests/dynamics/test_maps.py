@@ -15,10 +15,10 @@ from depthscope.dynamics import (
     fibonacci,
     henon_map,
     linear_map,
-    linear_rnn,
     logistic_map,
+    rnn_linear,
+    rnn_tanh,
     scalar_map,
-    tanh_rnn,
 )
 from depthscope.estimators import lyapunov
 
@@ -56,9 +56,9 @@ def _chains():
         ("scalar_map", scalar_map(-1.7, 3), _rand(3, 4, seed=7)),
         ("logistic", logistic_map(3.7, 3), 0.5 + 0.2 * _rand(3, 1, seed=8)),
         ("henon", henon_map(n_steps=3), _rand(3, 2, seed=9, scale=0.5)),
-        ("linear_rnn", linear_rnn(W, 5, U=U, inputs=inputs), _rand(3, 4, seed=10)),
-        ("tanh_rnn", tanh_rnn(W, 5, U=U, inputs=inputs, bias=_rand(4, seed=11)), _rand(3, 4, seed=12)),
-        ("tanh_rnn_autonomous", tanh_rnn(2 * W, 3), _rand(3, 4, seed=13)),
+        ("rnn_linear", rnn_linear(W, 5, U=U, inputs=inputs), _rand(3, 4, seed=10)),
+        ("rnn_tanh", rnn_tanh(W, 5, U=U, inputs=inputs, bias=_rand(4, seed=11)), _rand(3, 4, seed=12)),
+        ("rnn_tanh_autonomous", rnn_tanh(2 * W, 3), _rand(3, 4, seed=13)),
     ]
 
 
@@ -148,7 +148,7 @@ def test_henon_largest_exponent_and_exact_sum():
     torch.testing.assert_close(res.per_example.sum(1), torch.full((4,), math.log(0.3), dtype=F64), rtol=0, atol=1e-12)
 
 
-def test_linear_rnn_symmetric_spectrum_is_log_abs_eigenvalues():
+def test_rnn_linear_symmetric_spectrum_is_log_abs_eigenvalues():
     # Symmetric W: eigenvectors orthogonal, Benettin gives ln |lambda_i| in order once aligned.
     # The input shifts the state but not the Jacobian, so it changes nothing (claim V9).
     n = 4
@@ -156,9 +156,9 @@ def test_linear_rnn_symmetric_spectrum_is_log_abs_eigenvalues():
     Q, _ = torch.linalg.qr(_rand(n, n, seed=3))
     W = Q @ W @ Q.T
     expected = torch.log(torch.tensor([1.3, 0.8, 0.5, 0.2], dtype=F64))
-    free = lyapunov(linear_rnn(W, 600), torch.zeros(1, n, dtype=F64), k=n, transient=300)
+    free = lyapunov(rnn_linear(W, 600), torch.zeros(1, n, dtype=F64), k=n, transient=300)
     driven = lyapunov(
-        linear_rnn(W, 600, U=_rand(n, 2, seed=4), inputs=_rand(600, 1, 2, seed=5)),
+        rnn_linear(W, 600, U=_rand(n, 2, seed=4), inputs=_rand(600, 1, 2, seed=5)),
         torch.zeros(1, n, dtype=F64),
         k=n,
         transient=300,
@@ -168,16 +168,16 @@ def test_linear_rnn_symmetric_spectrum_is_log_abs_eigenvalues():
 
 
 @pytest.mark.parametrize("rho,sign", [(0.9, -1), (1.1, 1)])
-def test_linear_rnn_vanishes_below_and_explodes_above_radius_one(rho, sign):
+def test_rnn_linear_vanishes_below_and_explodes_above_radius_one(rho, sign):
     # Claims V9/V10: W = rho Q (Q orthogonal) has every exponent ln rho, one sign for all.
     Q, _ = torch.linalg.qr(_rand(5, 5, seed=6))
-    res = lyapunov(linear_rnn(rho * Q, 100), torch.zeros(1, 5, dtype=F64), k=5)
+    res = lyapunov(rnn_linear(rho * Q, 100), torch.zeros(1, 5, dtype=F64), k=5)
     expected = torch.full((5,), math.log(rho), dtype=F64)
     torch.testing.assert_close(res.exponents, expected, rtol=0, atol=EXACT_TOL)
     assert (torch.sign(res.exponents) == sign).all()
 
 
-def test_linear_rnn_non_normal_converges_to_ln_radius_like_one_over_length():
+def test_rnn_linear_non_normal_converges_to_ln_radius_like_one_over_length():
     # ||W||_2 = 5.1 but rho(W) = 0.9: one step can amplify 5x, yet the exponent is ln 0.9 < 0.
     # From a random frame with no transient the error is log(transient growth)/L: we test that
     # L * error stays bounded (below 3 here, measured 2.26) as L grows 100 -> 10^4.
@@ -185,32 +185,32 @@ def test_linear_rnn_non_normal_converges_to_ln_radius_like_one_over_length():
     expected = torch.tensor([math.log(0.9), math.log(0.5)], dtype=F64)
     errors = []
     for L in (100, 1000, 10_000):
-        res = lyapunov(linear_rnn(W, L), torch.zeros(1, 2, dtype=F64), k=2)
+        res = lyapunov(rnn_linear(W, L), torch.zeros(1, 2, dtype=F64), k=2)
         errors.append((res.exponents - expected).abs().max().item())
         assert L * errors[-1] < 3.0
     assert errors[2] < errors[1] / 5 < errors[0] / 25
     assert math.log(torch.linalg.matrix_norm(W, 2).item()) > 1.5  # the norm alone would say "explodes"
 
 
-def test_tanh_rnn_small_gain_decays_to_linearisation_at_zero():
+def test_rnn_tanh_small_gain_decays_to_linearisation_at_zero():
     # g = 0.5: h -> 0, where J = W, so the top exponent is ln rho(W) (a complex pair here).
     n = 50
     W = 0.5 * _rand(n, n, seed=7) / math.sqrt(n)
-    res = lyapunov(tanh_rnn(W, 3000), _rand(2, n, seed=8), k=1, transient=500)
+    res = lyapunov(rnn_tanh(W, 3000), _rand(2, n, seed=8), k=1, transient=500)
     rho = torch.linalg.eigvals(W).abs().max().item()
     assert abs(res.exponents[0].item() - math.log(rho)) < 1e-3
 
 
-def test_tanh_rnn_large_gain_is_chaotic():
+def test_rnn_tanh_large_gain_is_chaotic():
     # g = 3 (> 1): the discrete tanh RNN is chaotic at this size (measured top exponent 0.25/step).
     n = 50
     W = 3.0 * _rand(n, n, seed=7) / math.sqrt(n)
-    res = lyapunov(tanh_rnn(W, 3000), _rand(2, n, seed=8), k=1, transient=500)
+    res = lyapunov(rnn_tanh(W, 3000), _rand(2, n, seed=8), k=1, transient=500)
     assert res.exponents[0].item() > 0.1
 
 
 def test_rnn_rejects_inputs_without_u():
     with pytest.raises(ValueError, match="U and inputs"):
-        linear_rnn(torch.eye(2), 3, inputs=torch.zeros(3, 1, 2))
+        rnn_linear(torch.eye(2), 3, inputs=torch.zeros(3, 1, 2))
     with pytest.raises(ValueError, match="inputs must be"):
-        tanh_rnn(torch.eye(2), 3, U=torch.eye(2), inputs=torch.zeros(4, 1, 2))
+        rnn_tanh(torch.eye(2), 3, U=torch.eye(2), inputs=torch.zeros(4, 1, 2))

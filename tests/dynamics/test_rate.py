@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from depthscope.dynamics import rate_chain, rate_coupling, rate_network, rate_step_log_det
+from depthscope.dynamics import random_rate_chain, rate_chain, rate_coupling, rate_step_log_det
 from depthscope.estimators import lyapunov
 
 F64 = torch.float64
@@ -47,7 +47,7 @@ def test_coupling_has_no_self_coupling_and_variance_g2_over_n():
 
 
 def test_analytic_jvp_matches_jacfwd():
-    step = rate_network(8, 3.0, DT, 1, seed=0)[0]
+    step = random_rate_chain(8, 3.0, DT, 1, seed=0)[0]
     h = torch.randn(3, 8, generator=torch.Generator().manual_seed(0), dtype=F64)
     V = torch.randn(2, 3, 8, generator=torch.Generator().manual_seed(1), dtype=F64)
     y, jv = step.jvp(h, V)

@@ -8,7 +8,7 @@ from tests.oracles import step_jacobians
 from torch import nn
 
 import depthscope as ds
-from depthscope.estimators._linearized import LinearizedChain
+from depthscope.estimators import LinearizedChain
 
 
 def test_a_step_writing_into_its_input_leaves_the_states_alone() -> None:

@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from depthscope.estimators._lyapunov import benettin, random_frame
+from depthscope.estimators import benettin, random_frame
 
 D = torch.float64
 

@@ -1,10 +1,14 @@
 """Experiment definitions: validation at registration, settings and overrides, claim lookup."""
 
+import importlib
+import pkgutil
+
 import pytest
 
 import depthscope.ledger as ledger
+import depthscope.ledger.claims as claims
 from depthscope import DepthscopeError
-from depthscope.ledger._experiment import Experiment, register_experiment
+from depthscope.ledger import Experiment, register_experiment
 
 PRESETS = {"tiny": {"n": 1}, "quick": {"n": 2}, "full": {"n": 3}}
 
@@ -80,3 +84,12 @@ def test_resolve_ids_expands_families_and_rejects_unknown():
     assert ledger.resolve_ids(None) == ledger.list_experiments()
     with pytest.raises(ledger.UnknownClaimError):
         ledger.resolve_ids(["R99"])
+
+
+def test_every_claim_module_is_listed_once_and_registered():
+    """A claim module missing from `claims.EXPERIMENTS` would never run: the list is the registry's source."""
+    modules = [m.name for m in pkgutil.iter_modules(claims.__path__) if not m.name.startswith("_")]
+    defined = sorted(importlib.import_module(f"{claims.__name__}.{name}").EXPERIMENT.id for name in modules)
+    listed = [e.id for e in claims.EXPERIMENTS]
+    assert sorted(listed) == defined
+    assert listed == [i for i in ledger.list_experiments() if i in set(listed)]

@@ -15,7 +15,8 @@ import pytest
 import depthscope.ledger as ledger
 from depthscope import DepthscopeError
 from depthscope.ledger import _atlas
-from depthscope.ledger._experiment import _REGISTRY, Experiment
+from depthscope.ledger._experiment import Experiment
+from depthscope.ledger._registry import _REGISTRY
 from depthscope.ledger._runner import atlas_matches_results
 
 PRESETS = {"tiny": {"x": 1.0}, "quick": {"x": 2.0}, "full": {"x": 3.0}}

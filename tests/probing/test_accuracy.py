@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 import depthscope as ds
-import depthscope.estimators._local as local
-from depthscope.estimators._propagate import FRAME_LOG_SE_TARGET
+import depthscope.estimators._hutchinson as local
+from depthscope.estimators import FRAME_LOG_SE_TARGET
 
 WIDTH = 512  # above EXACT_CUMULATIVE_MAX_DIM: the cumulative norms come from a random frame
 # A spiky spectrum: SPIKES singular values of SPIKE among ones. Effective rank
@@ -52,10 +52,10 @@ def test_hutchinson_adds_probes_where_the_spectrum_is_spiky(gen, monkeypatch):
     exact = float(d.square().mean().sqrt())
     # Without adaptation (an unreachable target is met at once), 16 probes: a large standard error.
     monkeypatch.setattr(local, "HUTCHINSON_RSE_TARGET", math.inf)
-    fixed, fixed_se = _over_seeds(chain, x, "local_fro")
+    fixed, fixed_se = _over_seeds(chain, x, "local_rms")
     assert statistics.median(fixed_se) / exact > 0.03
     monkeypatch.undo()
-    values, ses = _over_seeds(chain, x, "local_fro")
+    values, ses = _over_seeds(chain, x, "local_rms")
     rel_errors = [v / exact - 1 for v in values]
     rel_se = [s / v for s, v in zip(ses, values)]
     # Adapted: every standard error at the target, every error within 3 of them.
@@ -70,16 +70,16 @@ def test_explicit_steps_report_no_standard_error(gen):
     chain, _ = _spiky_linear(2, gen)
     x = torch.randn(2, WIDTH, dtype=torch.float64, generator=gen)
     rep = ds.probe(chain, x, method="explicit", lyapunov=0)
-    assert [b.local_fro_se for b in rep.blocks] == [0.0, 0.0]
+    assert [b.local_rms_se for b in rep.blocks] == [0.0, 0.0]
     # An exact cumulative estimate reports no error either.
-    assert [b.cum_log_fro_se for b in ds.probe(chain, x, exact=True, lyapunov=0).blocks] == [0.0, 0.0]
+    assert [b.cum_log_rms_se for b in ds.probe(chain, x, exact=True, lyapunov=0).blocks] == [0.0, 0.0]
 
 
 def test_frame_grows_until_the_cumulative_estimate_is_precise(gen):
     chain, d = _spiky_linear(2, gen)
     x = torch.randn(1, WIDTH, dtype=torch.float64, generator=gen)
     exact = 0.5 * math.log(float(d.pow(4).mean()))  # J(0 -> 2) = Q diag(d^2) Q^T
-    values, ses = _over_seeds(chain, x, "cum_log_fro")
+    values, ses = _over_seeds(chain, x, "cum_log_rms")
     rep = ds.probe(chain, x, method="matrix-free", lyapunov=0, sigma_min=False)
     assert rep.settings["cumulative"] != "frame(16)"  # grown
     errors = [v - exact for v in values]
@@ -87,7 +87,7 @@ def test_frame_grows_until_the_cumulative_estimate_is_precise(gen):
     assert max(abs(e) for e in errors) <= 3 * FRAME_LOG_SE_TARGET
     spread = math.sqrt(statistics.fmean(e * e for e in errors))
     assert 1 / SE_AGREEMENT < spread / statistics.fmean(ses) < SE_AGREEMENT
-    assert rep.log_gain == pytest.approx(rep.blocks[-1].cum_log_fro)
+    assert rep.log_gain == pytest.approx(rep.blocks[-1].cum_log_rms)
 
 
 # GPT-2 block of width 512 with one token: a 512 x 512 explicit step, above EXPLICIT_SVD_MAX_DIM,
@@ -130,10 +130,10 @@ def test_gpt2_block_identity_gap_matches_svd(seed):
 def test_reports_written_before_the_standard_errors_still_load(gen):
     chain, _ = _spiky_linear(1, gen)
     rep = ds.probe(chain, torch.randn(1, WIDTH, dtype=torch.float64, generator=gen), method="matrix-free", lyapunov=0)
-    assert rep.blocks[0].local_fro_se > 0 and rep.blocks[0].cum_log_fro_se > 0
+    assert rep.blocks[0].local_rms_se > 0 and rep.blocks[0].cum_log_rms_se > 0
     d = rep.to_dict()
     for b in d["blocks"]:
-        del b["local_fro_se"], b["cum_log_fro_se"]
+        del b["local_rms_se"], b["cum_log_rms_se"]
     old = ds.Report.from_dict(d)
-    assert old.blocks[0].local_fro == rep.blocks[0].local_fro
-    assert (old.blocks[0].local_fro_se, old.blocks[0].cum_log_fro_se) == (0.0, 0.0)
+    assert old.blocks[0].local_rms == rep.blocks[0].local_rms
+    assert (old.blocks[0].local_rms_se, old.blocks[0].cum_log_rms_se) == (0.0, 0.0)

@@ -65,7 +65,7 @@ def test_batchnorm_in_train_mode_is_probed_in_eval_and_restored() -> None:
     assert len(rep) == 3
     model.eval()
     rep_eval = ds.probe(model, torch.randn(5, 4, generator=torch.Generator().manual_seed(0)), lyapunov=0)
-    assert rep_eval.blocks[1].local_fro > 0
+    assert rep_eval.blocks[1].local_rms > 0
 
 
 def test_empty_chain_and_empty_sequential() -> None:
@@ -197,8 +197,8 @@ class _SelfScaling(nn.Module):
 
 def _same_reports(a: ds.Report, b: ds.Report) -> None:
     for p, q in zip(a.blocks, b.blocks):
-        assert p.local_fro == pytest.approx(q.local_fro, rel=1e-6)
-        assert p.cum_log_fro == pytest.approx(q.cum_log_fro, rel=1e-6, abs=1e-9)
+        assert p.local_rms == pytest.approx(q.local_rms, rel=1e-6)
+        assert p.cum_log_rms == pytest.approx(q.cum_log_rms, rel=1e-6, abs=1e-9)
         assert p.grad_log_norm == pytest.approx(q.grad_log_norm, rel=1e-6, abs=1e-9)
 
 
@@ -220,7 +220,7 @@ def test_in_place_activation_as_its_own_step() -> None:
     rep = ds.probe(inplace, x, lyapunov=0, exact=True)
     _same_reports(rep, ds.probe(plain, x, lyapunov=0, exact=True))
     Js, _ = step_jacobians(ds.Chain.from_module(plain), x)
-    assert rep.blocks[1].local_fro == pytest.approx(float((Js[1].flatten(1).norm(dim=1) / 2).mean()), rel=1e-6)
+    assert rep.blocks[1].local_rms == pytest.approx(float((Js[1].flatten(1).norm(dim=1) / 2).mean()), rel=1e-6)
 
 
 def test_in_place_overwrite_autograd_needs_names_the_step() -> None:

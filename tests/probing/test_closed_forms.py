@@ -22,9 +22,9 @@ def test_orthogonal_chain_is_an_isometry(gen: torch.Generator) -> None:
     chain = ds.Chain.repeat(_linear(Q), 30)
     rep = ds.probe(chain, torch.randn(2, 16, dtype=torch.float64, generator=gen), lyapunov=4)
     for b in rep.blocks:
-        for v in (b.local_fro, b.local_sigma_max, b.local_sigma_min, b.grad_ratio):
+        for v in (b.local_rms, b.local_sigma_max, b.local_sigma_min, b.grad_ratio):
             assert v == pytest.approx(1.0, abs=1e-6)
-        assert b.cum_log_fro == pytest.approx(0.0, abs=1e-9)
+        assert b.cum_log_rms == pytest.approx(0.0, abs=1e-9)
     assert np.allclose(rep.lyapunov, 0.0, atol=1e-9)
     assert rep.verdict == "stable" and rep.depth_scale > 1e6
 
@@ -43,7 +43,7 @@ def test_weyl_interval_for_identity_plus_small(eps: float, gen: torch.Generator)
 def test_scalar_chain_exponent_is_log_a(a: float) -> None:
     rep = ds.probe(ds.Chain.repeat(lambda h: a * h, 40), torch.ones(1, 1, dtype=torch.float64), lyapunov=1)
     assert rep.lyapunov[0] == pytest.approx(math.log(a), abs=1e-12)
-    assert rep.blocks[-1].cum_log_fro == pytest.approx(40 * math.log(a), abs=1e-9)
+    assert rep.blocks[-1].cum_log_rms == pytest.approx(40 * math.log(a), abs=1e-9)
 
 
 def test_fibonacci_chain_exponents() -> None:
@@ -74,7 +74,7 @@ def test_sigmoid_scalar_tower_gradient_is_x_prod_sigma_prime() -> None:
 
 def test_ten_thousand_steps_neither_underflow_nor_overflow() -> None:
     rep = ds.probe(ds.Chain.repeat(lambda h: 0.5 * h, 10_000), torch.ones(1, 1, dtype=torch.float64), lyapunov=1)
-    assert rep.blocks[-1].cum_log_fro == pytest.approx(10_000 * math.log(0.5), rel=1e-12)
+    assert rep.blocks[-1].cum_log_rms == pytest.approx(10_000 * math.log(0.5), rel=1e-12)
     assert rep.input_grad_log_norm == pytest.approx(10_000 * math.log(0.5), rel=1e-12)
     assert math.isfinite(rep.log_gain) and rep.verdict == "vanishing"
     assert rep.depth_scale == pytest.approx(1 / math.log(2), rel=1e-9)

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import depthscope as ds
-from depthscope.estimators._local import EXPLICIT_SVD_MAX_DIM
+from depthscope.estimators import EXPLICIT_SVD_MAX_DIM
 
 # (2, 150, 150) was measured to hang batched lu_factor_ex at two threads; the second width is past
 # the SVD limit, so that sigma_min goes through LU.
@@ -40,11 +40,11 @@ def test_explicit_square_step_at_two_threads_matches_one_thread(width: int) -> N
         torch.set_num_threads(before)
     for p, q in zip(one.blocks, two.blocks):
         for field in (
-            "local_fro",
+            "local_rms",
             "local_sigma_max",
             "local_sigma_min",
             "identity_gap",
-            "cum_log_fro",
+            "cum_log_rms",
             "grad_log_norm",
         ):
             assert getattr(q, field) == pytest.approx(getattr(p, field), rel=1e-9, abs=1e-12), field

@@ -55,7 +55,7 @@ def test_probe_matches_oracle(kind: str, exact: bool, gen: torch.Generator) -> N
     for b, J in zip(rep.blocks, Js):
         s = torch.linalg.svdvals(J)
         n_in = J.shape[2]
-        assert b.local_fro == pytest.approx(float((J.flatten(1).norm(dim=1) / n_in**0.5).mean()), rel=1e-10)
+        assert b.local_rms == pytest.approx(float((J.flatten(1).norm(dim=1) / n_in**0.5).mean()), rel=1e-10)
         assert b.local_sigma_max == pytest.approx(float(s[:, 0].mean()), rel=1e-10 if exact else SIGMA_RTOL)
         if J.shape[1] == J.shape[2]:
             assert b.local_sigma_min == pytest.approx(float(s[:, -1].mean()), rel=1e-10 if exact else SIGMA_RTOL)
@@ -65,7 +65,7 @@ def test_probe_matches_oracle(kind: str, exact: bool, gen: torch.Generator) -> N
             assert b.local_sigma_min is None and b.identity_gap is None
     for b, M in zip(rep.blocks, cumulative(Js)):
         expect = float(torch.log(M.flatten(1).norm(dim=1) / M.shape[2] ** 0.5).mean())
-        assert b.cum_log_fro == pytest.approx(expect, abs=1e-9)
+        assert b.cum_log_rms == pytest.approx(expect, abs=1e-9)
     # gradients: autograd through the whole chain for the same default loss direction
     xg = x.clone().requires_grad_(True)
     hs = [xg]
@@ -100,7 +100,7 @@ def test_matrix_free_matches_oracle(gen: torch.Generator) -> None:
         assert b.method == "matrix-free"
         assert b.local_sigma_max == pytest.approx(float(s[:, 0].mean()), rel=SIGMA_RTOL)
         if b.name.startswith("blocks"):
-            assert b.local_fro == pytest.approx(fro, rel=HUTCHINSON_RTOL)
+            assert b.local_rms == pytest.approx(fro, rel=HUTCHINSON_RTOL)
             gap = torch.linalg.svdvals(J - torch.eye(48, dtype=J.dtype))[:, 0]
             assert b.identity_gap == pytest.approx(float(gap.mean()), rel=SIGMA_RTOL)
             # Weyl: a lower bound, never above the truth
@@ -128,9 +128,9 @@ def test_frame_cumulative_on_wide_input(lyapunov: int, gen: torch.Generator) -> 
     cums = cumulative(Js)
     for b, M in list(zip(rep.blocks, cums))[:-1]:
         expect = float(torch.log(M.flatten(1).norm(dim=1) / M.shape[2] ** 0.5).mean())
-        assert abs(b.cum_log_fro - expect) < math.log(1 + HUTCHINSON_RTOL)
+        assert abs(b.cum_log_rms - expect) < math.log(1 + HUTCHINSON_RTOL)
     M = cums[-1]
-    assert rep.blocks[-1].cum_log_fro == pytest.approx(float(torch.log(M.norm() / 300**0.5)), abs=1e-9)
+    assert rep.blocks[-1].cum_log_rms == pytest.approx(float(torch.log(M.norm() / 300**0.5)), abs=1e-9)
 
 
 def test_lyapunov_against_product_singular_values(gen: torch.Generator) -> None:
@@ -175,7 +175,7 @@ def test_steps_of_extreme_scale_in_float32(method: str, scale: float) -> None:
     assert b.identity_gap == pytest.approx(
         float(torch.linalg.svdvals(W - torch.eye(8, dtype=W.dtype))[0]), rel=SIGMA_RTOL
     )
-    assert b.local_fro == pytest.approx(float(W.norm() / 8**0.5), rel=HUTCHINSON_RTOL)
+    assert b.local_rms == pytest.approx(float(W.norm() / 8**0.5), rel=HUTCHINSON_RTOL)
     assert math.isfinite(rep.log_gain) and all(math.isfinite(g) for g in rep.column("grad_log_norm"))
 
 
@@ -191,7 +191,7 @@ def test_a_step_with_a_zero_jacobian_is_measured_as_zero(method: str) -> None:
     rep = ds.probe(chain, torch.randn(2, 8), method=method, lyapunov=0)
     assert rep.settings["jacobian_routes"].get("autograd", 0) >= 1
     b = rep.blocks[1]
-    assert b.local_fro == 0.0 and b.local_sigma_max == 0.0
+    assert b.local_rms == 0.0 and b.local_sigma_max == 0.0
     assert rep.blocks[0].local_sigma_max == pytest.approx(2.0, rel=SIGMA_RTOL)
 
 

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import depthscope as ds
+from depthscope.probing import REPORT_FORMAT
 
 
 def _report() -> ds.Report:
@@ -120,7 +121,7 @@ def test_fields_with_defaults_may_be_absent(tmp_path: Path) -> None:
         for name in optional_block:
             block.pop(name)
     back = ds.Report.load(_write(tmp_path, payload))  # warnings are errors here
-    assert [b.local_fro for b in back.blocks] == [b.local_fro for b in rep.blocks]
+    assert [b.local_rms for b in back.blocks] == [b.local_rms for b in rep.blocks]
     assert back.settings == {} and back.versions == {}
 
 
@@ -129,9 +130,9 @@ def test_fields_with_defaults_may_be_absent(tmp_path: Path) -> None:
     [
         (lambda p: p.pop("verdict"), "lacks the required fields verdict"),
         (lambda p: p.pop("blocks"), "'blocks' should be a list, got NoneType"),
-        (lambda p: p["blocks"][1].pop("local_fro"), "blocks[1] lacks the required fields local_fro"),
+        (lambda p: p["blocks"][1].pop("local_rms"), "blocks[1] lacks the required fields local_rms"),
         (lambda p: p["blocks"].__setitem__(0, "b0"), "blocks[0] should be an object, got str"),
-        (lambda p: p["blocks"][0].__setitem__("local_fro", "large"), "blocks[0]: local_fro should be float"),
+        (lambda p: p["blocks"][0].__setitem__("local_rms", "large"), "blocks[0]: local_rms should be float"),
         (lambda p: p["blocks"][0].__setitem__("in_shape", "8"), "in_shape should be a list of integers"),
         (lambda p: p.__setitem__("log_gain", None), "log_gain should be float, got None"),
         (lambda p: p.__setitem__("lyapunov", [1.0, "x"]), "lyapunov should be a list of numbers"),
@@ -151,3 +152,40 @@ def test_incomplete_or_mistyped_reports_are_clear_errors(tmp_path: Path, edit, p
 def test_from_dict_refuses_a_non_object() -> None:
     with pytest.raises(ds.DepthscopeError, match="expected a JSON object, got list"):
         ds.Report.from_dict([1, 2])  # type: ignore[arg-type]
+
+
+# A report saved by the last version of format 1 (fields local_fro, local_fro_se, cum_log_fro,
+# cum_log_fro_se; no local_cond): resnet_mlp depth 3 width 8, batch 2, default settings.
+FORMAT_1_REPORT = Path(__file__).parent / "data" / "report_format_before_rms.json"
+RENAMED_IN_2 = {
+    "local_fro": "local_rms",
+    "local_fro_se": "local_rms_se",
+    "cum_log_fro": "cum_log_rms",
+    "cum_log_fro_se": "cum_log_rms_se",
+}
+
+
+def test_a_format_1_report_loads_with_its_fields_under_the_new_names(recwarn) -> None:
+    raw = json.loads(FORMAT_1_REPORT.read_text())
+    assert raw["format"] == 1
+    rep = ds.Report.load(FORMAT_1_REPORT)
+    assert not recwarn.list  # every old field is known under its new name
+    assert len(rep) == len(raw["blocks"]) == 5
+    for b, old in zip(rep.blocks, raw["blocks"]):
+        for old_name, new_name in RENAMED_IN_2.items():
+            assert getattr(b, new_name) == old[old_name]
+        for name in ("local_sigma_max", "local_sigma_min", "identity_gap", "grad_log_norm", "grad_ratio"):
+            assert getattr(b, name) == old[name]
+        assert b.local_cond is None  # the file predates the field
+    assert rep.log_gain == raw["log_gain"] and rep.blocks[-1].cum_log_rms == raw["log_gain"]
+    # Saved again, it is a report of the current format with the new names only.
+    d = rep.to_dict()
+    assert d["format"] == REPORT_FORMAT >= 2
+    assert not set(RENAMED_IN_2) & set(d["blocks"][0])
+
+
+def test_old_names_in_a_current_format_report_are_unknown_fields(tmp_path: Path) -> None:
+    d = _report().to_dict()
+    d["blocks"][0]["local_fro"] = 1.0
+    with pytest.warns(ds.ProbeWarning, match="blocks: local_fro"):
+        ds.Report.from_dict(d)

@@ -10,7 +10,7 @@ import torch
 from tests.oracles import step_jacobians
 
 import depthscope as ds
-from depthscope.estimators._linearized import LinearizedChain
+from depthscope.estimators import LinearizedChain
 from depthscope.probing import _routes
 
 # Lanczos stops at a residual bound of 1% of lambda, i.e. <= 0.5% on sigma (as tests/probing/test_oracle.py).
@@ -121,13 +121,13 @@ def test_explicit_jacobians_are_streamed_within_the_budget(monkeypatch: pytest.M
     Js, _ = step_jacobians(chain, x)
     for b0, b1, J in zip(before.blocks, after.blocks, Js):
         assert b1.method != "matrix-free"
-        assert b1.local_fro == pytest.approx(b0.local_fro, rel=1e-12)  # exact on either run
+        assert b1.local_rms == pytest.approx(b0.local_rms, rel=1e-12)  # exact on either run
         s = torch.linalg.svdvals(J)
         # Lanczos starts differ where the group is split: both within Lanczos's accuracy.
         assert b1.local_sigma_max == pytest.approx(float(s[:, 0].mean()), rel=SIGMA_RTOL)
         assert b1.local_sigma_min == pytest.approx(float(s[:, -1].mean()), rel=SIGMA_RTOL)
         # The sweeps use kept Jacobians (before) or J v / J^T u (after): equal within rounding.
-        assert b1.cum_log_fro == pytest.approx(b0.cum_log_fro, abs=1e-12)
+        assert b1.cum_log_rms == pytest.approx(b0.cum_log_rms, abs=1e-12)
         assert b1.grad_log_norm == pytest.approx(b0.grad_log_norm, abs=1e-12)
         assert b1.grad_ratio == pytest.approx(b0.grad_ratio, rel=1e-12)
     assert after.lyapunov == pytest.approx(before.lyapunov, abs=1e-12)
@@ -174,8 +174,8 @@ def test_auto_agrees_with_the_forced_routes_within_their_accuracy() -> None:
         for m, rep in reps.items():
             b = rep.blocks[j]
             exact_fro = b.method != "matrix-free"
-            assert b.local_fro == pytest.approx(fro, rel=1e-10 if exact_fro else HUTCHINSON_RTOL), (m, j)
+            assert b.local_rms == pytest.approx(fro, rel=1e-10 if exact_fro else HUTCHINSON_RTOL), (m, j)
             assert b.local_sigma_max == pytest.approx(float(s[:, 0].mean()), rel=SIGMA_RTOL), (m, j)
-            assert b.cum_log_fro == pytest.approx(reps["explicit"].blocks[j].cum_log_fro, abs=1e-9)
+            assert b.cum_log_rms == pytest.approx(reps["explicit"].blocks[j].cum_log_rms, abs=1e-9)
             assert b.grad_ratio == pytest.approx(reps["explicit"].blocks[j].grad_ratio, rel=1e-9)
     assert [b.method == "matrix-free" for b in reps["auto"].blocks] == [True] * 4 + [False]

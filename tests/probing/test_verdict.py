@@ -63,7 +63,7 @@ def _exact_log_rms(J: torch.Tensor) -> float:
 
 
 def _facts(report: ds.Report) -> list[StepFacts]:
-    return [StepFacts(b.name, b.index, b.in_shape, b.out_shape, False, b.local_fro) for b in report.blocks]
+    return [StepFacts(b.name, b.index, b.in_shape, b.out_shape, False, b.local_rms) for b in report.blocks]
 
 
 def _floats(obj) -> list[float]:
@@ -94,7 +94,7 @@ def test_a_final_norm_on_small_inputs_drives_the_verdict_and_the_body_is_stable(
     assert abs(body) < math.log(10)
     assert rep.body_depth_scale == pytest.approx(6 / abs(body), rel=EXACT_TOL)
     # The steps' parts of the log gain add up to the end-to-end gain; the norm's is the largest.
-    jumps = step_log_gains(rep.column("cum_log_fro"), _facts(rep), WIDTH)
+    jumps = step_log_gains(rep.column("cum_log_rms"), _facts(rep), WIDTH)
     assert sum(jumps) == pytest.approx(rep.log_gain, abs=EXACT_TOL)
     assert rep.dominant_share == pytest.approx(abs(jumps[-1]) / sum(abs(d) for d in jumps), rel=EXACT_TOL)
 
@@ -128,9 +128,9 @@ def test_gpt2_final_norm_drives_the_verdict_and_its_layers_are_stable() -> None:
     assert abs(rep.body_log_gain) < math.log(10) and rep.body_depth_scale > 4
     assert rep.dominant_step == "head" and rep.dominant_share > 0.5
     # The final norm alone carries the explosion: its cumulative jump exceeds the threshold.
-    cum = rep.column("cum_log_fro")
+    cum = rep.column("cum_log_rms")
     assert cum[-1] - cum[-2] > math.log(10)
-    assert all(0.8 < b.local_fro < 1.3 for b in rep.blocks[:-1])
+    assert all(0.8 < b.local_rms < 1.3 for b in rep.blocks[:-1])
 
 
 def _scaled_orthogonal_chain(width: int, scales: list[float], head: nn.Module | None) -> ds.Chain:
@@ -253,7 +253,7 @@ def test_a_narrow_head_gets_the_rank_correction_in_its_share() -> None:
     torch.manual_seed(0)
     head = nn.Linear(WIDTH, 2, bias=False).double()
     rep = ds.probe(_scaled_orthogonal_chain(WIDTH, [1.0, 1.0], head), torch.ones(2, WIDTH, dtype=torch.float64))
-    jumps = step_log_gains(rep.column("cum_log_fro"), _facts(rep), WIDTH)
+    jumps = step_log_gains(rep.column("cum_log_rms"), _facts(rep), WIDTH)
     assert sum(jumps) == pytest.approx(rep.log_gain, abs=EXACT_TOL)
     assert jumps[:2] == pytest.approx([0.0, 0.0], abs=EXACT_TOL)
     sv = torch.linalg.svdvals(head.weight.detach())

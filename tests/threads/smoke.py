@@ -28,7 +28,7 @@ def _numbers(report: ds.Report) -> dict:
         "log_gain": report.log_gain,
         "lyapunov": list(report.lyapunov),
         "blocks": [
-            [b.local_fro, b.local_sigma_max, b.local_sigma_min, b.identity_gap, b.cum_log_fro, b.grad_log_norm]
+            [b.local_rms, b.local_sigma_max, b.local_sigma_min, b.identity_gap, b.cum_log_rms, b.grad_log_norm]
             for b in report.blocks
         ],
     }

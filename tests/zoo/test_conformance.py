@@ -90,5 +90,5 @@ def test_probe_completes(name: str) -> None:
     assert len(rep.lyapunov) == rep.settings["lyapunov"] <= 2
     assert len(rep) >= 3 and rep.verdict in ("stable", "vanishing", "exploding")
     for b in rep.blocks:
-        assert all(v is None or v == v for v in (b.local_fro, b.local_sigma_max, b.cum_log_fro, b.grad_ratio))
-        assert b.local_fro >= 0 and b.local_sigma_max >= 0
+        assert all(v is None or v == v for v in (b.local_rms, b.local_sigma_max, b.cum_log_rms, b.grad_ratio))
+        assert b.local_rms >= 0 and b.local_sigma_max >= 0

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from depthscope._errors import ChainError, InputError
-from depthscope.chain._chain import Step, run_step
+from depthscope.chain._step import Step, run_step
 
 # Each moved example's input is moved by this fraction of its largest entry (or by sqrt(eps) of its
 # dtype, whichever is larger, so that half precision still resolves it): far above rounding, so a

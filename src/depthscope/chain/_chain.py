@@ -2,62 +2,24 @@
 
 A network's blocks, an RNN's time steps, a map's iterations and a solver's steps are all chains.
 Everything in depthscope that measures works on a `Chain`; adapters turn models into chains.
+
+The adapters (`_discover` for any ``nn.Module``, `_hf` for Hugging Face models) build lists of
+`Step` and know nothing of `Chain`; `Chain.from_module` and `Chain.from_hf` wrap their steps. So
+this module sits above the adapters and nothing below it imports it back.
 """
 
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
 
-from depthscope._errors import ChainError, InputError, NonFiniteError
-
-StepFn = Callable[[torch.Tensor], torch.Tensor]
-
-
-@dataclass(frozen=True)
-class Step:
-    """One step of a chain.
-
-    Attributes:
-        name: a label shown in reports (``"blocks.3"``, ``"t=17"``).
-        fn: the map ``x_k -> x_{k+1}``; takes and returns one tensor of shape ``(B, *S_k)``;
-            the batch dimension B is never mixed (examples are independent).
-        module: the ``nn.Module`` behind ``fn`` when there is one (used to check train/eval mode
-            and to count parameters); ``None`` for plain callables.
-        jvp: optional analytic tangent map ``jvp(x, V) -> (f(x), J V)`` with ``V: (m, B, *S_k)``,
-            for small maps iterated 10^5 times where autodiff overhead dominates (used by
-            `depthscope.lyapunov`; must agree with autodiff, which tests check).
-    """
-
-    name: str
-    fn: StepFn
-    module: nn.Module | None = field(default=None, compare=False)
-    jvp: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = field(
-        default=None, compare=False
-    )
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fn(x)
-
-
-def _as_step(item: object, index: int) -> Step:
-    if isinstance(item, Step):
-        return item
-    if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str) and callable(item[1]):
-        module = item[1] if isinstance(item[1], nn.Module) else None
-        return Step(item[0], item[1], module)
-    if callable(item):
-        module = item if isinstance(item, nn.Module) else None
-        name = type(item).__name__ if module is not None else getattr(item, "__name__", "step")
-        return Step(f"{index}:{name}", item, module)
-    raise ChainError(
-        f"chain item {index} is a {type(item).__name__}; expected a callable x -> x, "
-        "a (name, callable) pair or a depthscope.Step"
-    )
+from depthscope._errors import ChainError, NonFiniteError
+from depthscope.chain._discover import steps_from_module
+from depthscope.chain._hf import steps_from_hf
+from depthscope.chain._step import Step, StepFn, as_step, run_step
 
 
 class Chain:
@@ -72,7 +34,7 @@ class Chain:
     """
 
     def __init__(self, steps: Iterable[object]):
-        self.steps: list[Step] = [_as_step(s, i) for i, s in enumerate(steps)]
+        self.steps: list[Step] = [as_step(s, i) for i, s in enumerate(steps)]
         if not self.steps:
             raise ChainError("a chain needs at least one step; got an empty list")
 
@@ -96,18 +58,14 @@ class Chain:
         Wrappers that compute the module's own function (``torch.compile``, ``nn.DataParallel``,
         ``DistributedDataParallel``) are looked through; a TorchScript module raises `ChainError`.
         """
-        from depthscope.chain._discover import chain_from_module
-
-        return chain_from_module(cls, module, blocks, example)
+        return cls(steps_from_module(module, blocks, example))
 
     @classmethod
     def from_hf(cls, model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> Chain:
         """A Hugging Face ``transformers`` model (BERT, GPT-2, ...) as a chain: embeddings output is
         x_0, each encoder/decoder layer a step (the attention mask passed through), then the head.
         Needs the optional extra ``depthscope[hf]``; weights are never downloaded."""
-        from depthscope.chain._hf import chain_from_hf
-
-        return chain_from_hf(model, input_ids, attention_mask)
+        return cls(steps_from_hf(model, input_ids, attention_mask))
 
     @classmethod
     def repeat(cls, fn: StepFn, n: int, name: str = "step", jvp=None) -> Chain:
@@ -178,21 +136,3 @@ class Chain:
                 )
             out.append(x)
         return out
-
-
-def run_step(step: Step, k: int, x: torch.Tensor) -> torch.Tensor:
-    """Apply one step, turning a failure into an error that names the step and the shape."""
-    try:
-        y = step.fn(x)
-    except (RuntimeError, ValueError, TypeError, IndexError) as err:
-        raise InputError(
-            f"step {k} ({step.name!r}) failed on an input of shape {tuple(x.shape)} and dtype {x.dtype}: {err}"
-        ) from err
-    if not isinstance(y, torch.Tensor):
-        raise ChainError(f"step {k} ({step.name!r}) returned a {type(y).__name__}; a step must return one tensor")
-    if y.ndim == 0 or (x.ndim > 0 and y.shape[0] != x.shape[0]):
-        raise ChainError(
-            f"step {k} ({step.name!r}) changed the batch dimension: {tuple(x.shape)} -> "
-            f"{tuple(y.shape)}; steps map (B, ...) to (B, ...)"
-        )
-    return y

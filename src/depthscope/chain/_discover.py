@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from depthscope._errors import ChainError, InputError, NoBlocksError
-from depthscope.chain._chain import Chain, Step
 from depthscope.chain._module import ChainModule
+from depthscope.chain._step import Step, run_step
 
 # A chain built from hooks must reproduce the model's own output on the example input; the
 # difference is pure re-evaluation noise, so a tolerance a little above float32 rounding suffices.
@@ -127,21 +127,19 @@ def unwrap(module: nn.Module) -> nn.Module:
     return module
 
 
-def chain_from_module(
-    cls: type[Chain],
+def steps_from_module(
     module: nn.Module,
     blocks: Sequence[str | nn.Module] | None,
     example: torch.Tensor | None,
-) -> Chain:
+) -> list[Step]:
+    """The steps of ``module``'s chain (stem and head included); `Chain.from_module` documents the search."""
     module = unwrap(module)
     if blocks is None and isinstance(module, ChainModule):
-        return cls(
-            Step(name, fn, fn if isinstance(fn, nn.Module) else None) for name, fn in module.chain_steps(example)
-        )
+        return [Step(name, fn, fn if isinstance(fn, nn.Module) else None) for name, fn in module.chain_steps(example)]
     if blocks is None and isinstance(module, nn.Sequential):
         if len(module) == 0:
             raise NoBlocksError("the nn.Sequential is empty: there are no blocks to probe")
-        return cls(Step(name, child, child) for name, child in module.named_children())
+        return [Step(name, child, child) for name, child in module.named_children()]
     if blocks is not None:
         found = _resolve_blocks(module, blocks)
     else:
@@ -157,7 +155,7 @@ def chain_from_module(
             f"{type(module).__name__} calls its blocks inside its own forward; pass example=x so one "
             "reference pass can record how each block is called (the chain is then bound to x)"
         )
-    return cls(_hooked_steps(module, found, example))
+    return _hooked_steps(module, found, example)
 
 
 def _hooked_steps(module: nn.Module, blocks: list[tuple[str, nn.Module]], example: torch.Tensor) -> list[Step]:
@@ -239,7 +237,9 @@ def _hooked_steps(module: nn.Module, blocks: list[tuple[str, nn.Module]], exampl
     steps.append(Step("head", head, None))
 
     with torch.no_grad():
-        composed = Chain(steps)(example)
+        composed = example
+        for k, step in enumerate(steps):
+            composed = run_step(step, k, composed)
     if composed.shape != reference.shape or not torch.allclose(
         composed, reference, rtol=COMPOSITION_RTOL, atol=COMPOSITION_ATOL
     ):

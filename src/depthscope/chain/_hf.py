@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from depthscope._errors import ChainError, InputError
-from depthscope.chain._chain import Chain
+from depthscope.chain._discover import steps_from_module
+from depthscope.chain._step import Step
 
 # Where each supported architecture keeps its sequence of layers, inside its base model.
 # Other architectures fall back to the longest nn.ModuleList (see `Chain.from_module`).
@@ -47,9 +48,9 @@ def _check_model(model: nn.Module) -> None:
     try:
         from transformers import PreTrainedModel
     except ImportError as err:  # pragma: no cover - exercised only without the extra
-        raise ImportError("chain_from_hf needs the Hugging Face extra: pip install 'depthscope[hf]'") from err
+        raise ImportError("Chain.from_hf needs the Hugging Face extra: pip install 'depthscope[hf]'") from err
     if not isinstance(model, PreTrainedModel):
-        raise ChainError(f"chain_from_hf expects a transformers PreTrainedModel, got {type(model).__name__}")
+        raise ChainError(f"Chain.from_hf expects a transformers PreTrainedModel, got {type(model).__name__}")
     active_dropout = [n for n, m in model.named_modules() if isinstance(m, nn.Dropout) and m.p > 0 and m.training]
     if active_dropout:
         raise ChainError(
@@ -58,8 +59,8 @@ def _check_model(model: nn.Module) -> None:
         )
 
 
-def chain_from_hf(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> Chain:
-    """The chain of a Hugging Face BERT or GPT-2 model on ``input_ids``, bound to that input.
+def steps_from_hf(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> list[Step]:
+    """The steps of the chain of a Hugging Face BERT or GPT-2 model on ``input_ids``, bound to that input.
 
     Args:
         model: a ``transformers`` model in eval mode; a model with a task head (``BertForMaskedLM``,
@@ -83,4 +84,4 @@ def chain_from_hf(model: nn.Module, input_ids: torch.Tensor, attention_mask: tor
     wrapper = _LastHiddenState(base, attention_mask)
     path = HF_LAYER_LISTS.get(base.config.model_type)
     blocks = list(base.get_submodule(path)) if path is not None else None
-    return Chain.from_module(wrapper, blocks=blocks, example=input_ids)
+    return steps_from_module(wrapper, blocks, input_ids)

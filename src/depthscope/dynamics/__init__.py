@@ -4,8 +4,12 @@ and a stiff ODE solver.
 Builders return `depthscope.Chain` objects (one step per iteration, each with an analytic tangent
 map); their Lyapunov exponents come from `depthscope.estimators.lyapunov`, never from a second copy
 of Benettin's method here.
+
+This is the package's face: other packages import dynamics names from here only. The solver's
+public names are listed once, in `depthscope.dynamics.solvers`, and re-exported here whole.
 """
 
+from depthscope.dynamics import solvers
 from depthscope.dynamics._cstr import (
     CSTR,
     HopfResult,
@@ -31,23 +35,9 @@ from depthscope.dynamics._maps import (
     logistic_map,
     scalar_map,
 )
-from depthscope.dynamics._rate import rate_chain, rate_coupling, rate_network, rate_step_log_det
-from depthscope.dynamics._rnn import linear_rnn, tanh_rnn
-from depthscope.dynamics.solvers import (
-    BETA0,
-    HIRES,
-    MAX_ORDER,
-    OREGO,
-    ROBER,
-    STIFF_PROBLEMS,
-    VDPOL,
-    BatchOdeResult,
-    OdeResult,
-    StiffProblem,
-    max_relative_error,
-    scd,
-    solve_ivp,
-)
+from depthscope.dynamics._rate import random_rate_chain, rate_chain, rate_coupling, rate_euler_step, rate_step_log_det
+from depthscope.dynamics._rnn import rnn_linear, rnn_tanh
+from depthscope.dynamics.solvers import *  # noqa: F403  (exactly the names of solvers.__all__)
 
 __all__ = [
     # maps and recurrences
@@ -59,14 +49,16 @@ __all__ = [
     "fibonacci",
     "henon_map",
     "linear_map",
-    "linear_rnn",
     "logistic_map",
+    "scalar_map",
+    # recurrent networks over time
+    "random_rate_chain",
     "rate_chain",
     "rate_coupling",
-    "rate_network",
+    "rate_euler_step",
     "rate_step_log_det",
-    "scalar_map",
-    "tanh_rnn",
+    "rnn_linear",
+    "rnn_tanh",
     # reactors (claim J8)
     "CSTR",
     "SteadyState",
@@ -80,18 +72,7 @@ __all__ = [
     "gray_scott_batch",
     "exothermic_cstr",
     "exothermic_starts",
-    # the stiff ODE solver (depthscope.dynamics.solvers)
-    "BETA0",
-    "BatchOdeResult",
-    "HIRES",
-    "MAX_ORDER",
-    "OREGO",
-    "OdeResult",
-    "ROBER",
-    "STIFF_PROBLEMS",
-    "StiffProblem",
-    "VDPOL",
-    "max_relative_error",
-    "scd",
-    "solve_ivp",
+    # the stiff ODE solver: the module, then its names (listed there)
+    "solvers",
 ]
+__all__ += solvers.__all__

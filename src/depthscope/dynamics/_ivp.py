@@ -1,7 +1,7 @@
 """`solve_ivp`: the front end of the BDF-2 solver (input checks, Jacobian source, results).
 
-The solver core (`depthscope.dynamics._bdf2`) sees one calling convention, ``fun(t, Y)`` on a
-batch ``Y: (M, n)``; this module turns a user's function into it. ``fun`` may be written with numpy
+The solver (`BDF2Solver`, a subclass of `_ode_base.BatchOdeSolver`) sees one calling convention,
+``fun(t, Y)`` on a batch ``Y: (M, n)``; this module turns a user's function into it. ``fun`` may be written with numpy
 (called with float64 arrays) or with torch (called with float64 tensors when numpy input fails or
 it returns a tensor). The Jacobian comes from the user's ``jac``, else from torch forward-mode
 autograd when ``fun`` is torch-traceable, else from forward finite differences.
@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from depthscope._errors import InputError
-from depthscope.dynamics._bdf2 import EPS, BDF2Integrator
+from depthscope.dynamics._bdf2 import BDF2Solver
+from depthscope.dynamics._ode_base import EPS
 
 # Methods this front end knows; BDF-2 is the only one (variants would be siblings here).
 METHODS = ("BDF2",)
@@ -30,6 +31,8 @@ FD_ABS_FLOOR = 1e-6
 MIN_RTOL = 100 * EPS
 
 JAC_USER, JAC_AUTOGRAD, JAC_FD = "user", "autograd", "finite-difference"
+# numpy's float64 dtype (a singleton): an identity test is the cheap check on fun's output.
+_FLOAT64 = np.dtype(np.float64)
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,7 @@ class _BatchFun:
 
     def __init__(self, fun: Callable, args: tuple, batched: bool, shape: tuple[int, int], use_torch: bool):
         self.fun, self.args, self.batched, self.shape, self.use_torch = fun, args, batched, shape, use_torch
+        self.numpy_batch = batched and not use_torch  # the solver's hot path (see __call__)
         self.extra_calls = 0  # calls made for finite-difference Jacobians
 
     def user_call(self, t: np.ndarray, Y: np.ndarray) -> Any:
@@ -112,9 +116,9 @@ class _BatchFun:
         return self.fun(tt, yy, *self.args)
 
     def __call__(self, t: np.ndarray, Y: np.ndarray) -> np.ndarray:
-        if self.batched and not self.use_torch:  # the solver's hot path: skip what is a no-op here
+        if self.numpy_batch:  # the solver's hot path: skip what is a no-op here
             out = self.fun(t, Y, *self.args)
-            if type(out) is np.ndarray and out.dtype == np.float64 and out.shape == self.shape:
+            if type(out) is np.ndarray and out.dtype is _FLOAT64 and out.shape == self.shape:
                 return out
         else:
             out = self.user_call(t, Y)
@@ -378,7 +382,7 @@ def solve_ivp(
     if batched and t_eval_arr is None:
         t_eval_arr = np.array([t0, t_end])
     first = None if first_step is None else np.full(shape[0], float(first_step))
-    core = BDF2Integrator(
+    core = BDF2Solver(
         fun_b,
         jac_b,
         t0,

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from depthscope.chain._chain import Chain
+from depthscope.chain import Chain
 
 # The Fibonacci recurrence (F_{n+1}, F_n) -> (F_{n+2}, F_{n+1}) (claim N1). Symmetric, so its
 # eigenvectors are orthogonal and the angle to the dominant one decays exactly like (|psi|/phi)^n.

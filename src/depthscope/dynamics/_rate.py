@@ -25,7 +25,7 @@ import math
 import torch
 
 from depthscope import _linalg
-from depthscope.chain._chain import Chain
+from depthscope.chain import Chain
 
 
 def rate_coupling(N: int, g: float, seed: int = 0) -> torch.Tensor:
@@ -36,21 +36,27 @@ def rate_coupling(N: int, g: float, seed: int = 0) -> torch.Tensor:
     return J
 
 
+def rate_euler_step(h: torch.Tensor, J: torch.Tensor, dt: float) -> torch.Tensor:
+    """One Euler step h + dt (-h + J tanh(h)) = (1 - dt) h + dt tanh(h) J^T on ``h: (B, N)`` with
+    ``J: (N, N)`` of h's dtype; returns ``(B, N)``. The one formula of the step: the chains here and
+    the zoo's ``rate_network`` model both call it."""
+    return (1.0 - dt) * h + dt * torch.tanh(h) @ J.T
+
+
 class _RateStep:
-    """h -> (1 - dt) h + dt tanh(h) J^T on ``h: (B, N)``; J_step V = (1 - dt) V + dt (D V) J^T."""
+    """h -> `rate_euler_step` on ``h: (B, N)``; J_step V = (1 - dt) V + dt (D V) J^T."""
 
     def __init__(self, J: torch.Tensor, dt: float):
         self.J = J
         self.dt = float(dt)
 
     def __call__(self, h: torch.Tensor) -> torch.Tensor:
-        return (1.0 - self.dt) * h + self.dt * (torch.tanh(h) @ self.J.to(h.dtype).T)
+        return rate_euler_step(h, self.J.to(h.dtype), self.dt)
 
     def jvp(self, h: torch.Tensor, V: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        Jt = self.J.to(h.dtype).T
+        J = self.J.to(h.dtype)
         t = torch.tanh(h)
-        out = (1.0 - self.dt) * h + self.dt * (t @ Jt)
-        return out, (1.0 - self.dt) * V + self.dt * (((1.0 - t * t) * V) @ Jt)
+        return rate_euler_step(h, J, self.dt), (1.0 - self.dt) * V + self.dt * (((1.0 - t * t) * V) @ J.T)
 
 
 def rate_chain(J, dt: float, n_steps: int) -> Chain:
@@ -64,8 +70,9 @@ def rate_chain(J, dt: float, n_steps: int) -> Chain:
     return Chain.repeat(step, n_steps, "k=", jvp=step.jvp)
 
 
-def rate_network(N: int, g: float, dt: float, n_steps: int, seed: int = 0) -> Chain:
-    """The rate network with coupling ``rate_coupling(N, g, seed)`` as a chain of Euler steps."""
+def random_rate_chain(N: int, g: float, dt: float, n_steps: int, seed: int = 0) -> Chain:
+    """`rate_chain` with a random coupling ``rate_coupling(N, g, seed)``: ``n_steps`` Euler steps on
+    ``h: (B, N)``. (The zoo's registered ``rate_network`` is the same network as a trainable module.)"""
     return rate_chain(rate_coupling(N, g, seed), dt, n_steps)
 
 

@@ -1,20 +1,21 @@
 """Recurrent networks over time as chains: one chain step per time step.
 
-linear_rnn: h_t = W h_{t-1} + U x_t          J_t = W                  (h_T = W^T h_0 + ..., claim V9)
-tanh_rnn:   h_t = tanh(W h_{t-1} + U x_t + b)  J_t = diag(1 - h_t^2) W
+rnn_linear: h_t = W h_{t-1} + U x_t          J_t = W                  (h_T = W^T h_0 + ..., claim V9)
+rnn_tanh:   h_t = tanh(W h_{t-1} + U x_t + b)  J_t = diag(1 - h_t^2) W
 
 States are ``h: (B, n)``; inputs, when given, are ``(T, B, d_in)`` (B may be 1 to drive every
 example with the same sequence) and fix the number of steps T. The input term shifts the state but
 not the linear-RNN Jacobian, so the linear RNN's Lyapunov exponents are those of W^T whatever the
 input: the top one is ln rho(W) (claims V9, V10). Each step carries an analytic ``jvp``.
-These are the dynamics-side chains; the trainable modules live in the model zoo.
+These are the bare recurrences as chains; the trainable modules of the same names (with a learned
+initial state and a readout) are the zoo's registered models ``rnn_linear`` and ``rnn_tanh``.
 """
 
 from __future__ import annotations
 
 import torch
 
-from depthscope.chain._chain import Chain, Step
+from depthscope.chain import Chain, Step
 from depthscope.dynamics._maps import _matrix
 
 
@@ -85,7 +86,7 @@ def _rnn_chain(step_cls, W, n_steps: int, U, inputs, bias) -> Chain:
     return Chain(Step(f"t={t + 1}", s, None, s.jvp) for t, s in enumerate(steps))
 
 
-def linear_rnn(W, n_steps: int, U=None, inputs=None) -> Chain:
+def rnn_linear(W, n_steps: int, U=None, inputs=None) -> Chain:
     """The linear RNN h_t = W h_{t-1} (+ U x_t) for ``n_steps`` steps on ``h: (B, n)``.
 
     Args:
@@ -96,7 +97,7 @@ def linear_rnn(W, n_steps: int, U=None, inputs=None) -> Chain:
     return _rnn_chain(_AffineStep, W, n_steps, U, inputs, None)
 
 
-def tanh_rnn(W, n_steps: int, U=None, inputs=None, bias=None) -> Chain:
+def rnn_tanh(W, n_steps: int, U=None, inputs=None, bias=None) -> Chain:
     """The tanh RNN h_t = tanh(W h_{t-1} (+ U x_t) (+ b)) for ``n_steps`` steps on ``h: (B, n)``.
 
     Args:

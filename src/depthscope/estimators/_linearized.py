@@ -32,8 +32,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from depthscope._errors import InputError, NonFiniteError
-from depthscope.chain._batch import check_batch, check_examples_independent
-from depthscope.chain._chain import Chain, run_step
+from depthscope.chain import Chain, check_batch, check_examples_independent, run_step
 from depthscope.estimators._tape import LinearTape, record
 
 # Explicit Jacobians are built from this many basis tangents at a time (bounds peak memory).

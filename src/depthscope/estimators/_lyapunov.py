@@ -15,10 +15,8 @@ import torch.autograd.forward_ad as fwAD
 from torch import nn
 
 from depthscope._errors import InputError, NonFiniteError, check_count, check_seed
-from depthscope.chain._batch import check_batch
-from depthscope.chain._chain import Chain, run_step
-from depthscope.estimators._layout import as_native
-from depthscope.estimators._propagate import benettin_step
+from depthscope.chain import Chain, check_batch, run_step
+from depthscope.estimators._propagate import benettin_step, random_frame
 
 ApplyFn = Callable[[int, torch.Tensor], torch.Tensor]
 
@@ -44,15 +42,6 @@ class LyapunovResult:
     steps: int
     log_frame_norms: torch.Tensor | None = None
     log_column_norms: torch.Tensor | None = None
-
-
-def random_frame(k: int, like: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """A random orthonormal frame ``(k, B, *S)`` for each example of ``like: (B, *S)``."""
-    B = like.shape[0]
-    n = like[0].numel()
-    g = torch.randn(B, n, k, generator=generator, dtype=like.dtype)
-    q, _ = torch.linalg.qr(g)
-    return as_native(q.permute(2, 0, 1).contiguous(), tuple(like.shape[1:]))
 
 
 def benettin(

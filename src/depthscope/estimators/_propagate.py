@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from depthscope.estimators._adaptive import more_samples
 from depthscope.estimators._layout import as_native, flatten_native
 
 ApplyFn = Callable[[int, torch.Tensor], torch.Tensor]  # (k, V: (P, B, *S_k)) -> (P, B, *S_{k+1})
@@ -26,7 +27,7 @@ FRAME_LOG_SE_TARGET = 0.025
 # of many Jacobians can be nearly rank one, where the standard error is about 0.7 / sqrt(K) (the
 # squares are then chi-square with one degree of freedom) and 2% would take ~1250 columns; the cap
 # bounds the frame at 8x the default 16, and a chain that stops at it reports its larger standard
-# error (`cum_log_fro_se`).
+# error (`cum_log_rms_se`).
 FRAME_MAX_COLUMNS = 128
 # Extra columns are pushed at most this many at a time (memory of one pass).
 FRAME_CHUNK = 32
@@ -41,6 +42,15 @@ def _normalise(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     safe = torch.where(norms > 0, norms, torch.ones_like(norms))
     unit = v * (1.0 / safe).to(v.dtype).reshape(*norms.shape, *([1] * (v.ndim - 2)))
     return unit, torch.log(norms)  # log 0 = -inf marks a vector annihilated exactly
+
+
+def random_frame(k: int, like: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """A random orthonormal frame ``(k, B, *S)`` for each example of ``like: (B, *S)``."""
+    B = like.shape[0]
+    n = like[0].numel()
+    g = torch.randn(B, n, k, generator=generator, dtype=like.dtype)
+    q, _ = torch.linalg.qr(g)
+    return as_native(q.permute(2, 0, 1).contiguous(), tuple(like.shape[1:]))
 
 
 def tangent_norms(t: torch.Tensor, exact_range: bool = True) -> torch.Tensor:
@@ -194,9 +204,6 @@ def grow_frame(
     pushed without QR (their norms are all that is needed). Each round asks for the count that the
     current spread says is enough, a quarter more since the spread is itself estimated.
     """
-    # Imported here: _lyapunov imports this module.
-    from depthscope.estimators._lyapunov import random_frame
-
     n0 = x0[0].numel()
     for _ in range(FRAME_MAX_ROUNDS):
         K = log_cols.shape[1]
@@ -204,8 +211,7 @@ def grow_frame(
         worst = float(se[:-1].max()) if skip_last and len(se) > 1 else (0.0 if skip_last else float(se.max()))
         if worst <= FRAME_LOG_SE_TARGET or K >= FRAME_MAX_COLUMNS:
             break
-        need = 2 * K if math.isinf(worst) else math.ceil(1.25 * K * (worst / FRAME_LOG_SE_TARGET) ** 2)
-        extra = min(FRAME_MAX_COLUMNS, max(need, K + 1)) - K
+        extra = more_samples(K, worst, FRAME_LOG_SE_TARGET, FRAME_MAX_COLUMNS)
         while extra > 0:
             m = min(FRAME_CHUNK, extra, n0)
             rows = push_log_norms(apply, ks, random_frame(m, x0, generator))[1:]  # (L, m, B)

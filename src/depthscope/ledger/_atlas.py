@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from depthscope._io import atomic_write_text
+from depthscope._version import runtime_versions
 from depthscope.ledger._experiment import SOURCES, VERDICTS
-from depthscope.ledger._runner import ClaimResult, versions
+from depthscope.ledger._result import ClaimResult
 
 LIST_PREVIEW = 8  # list entries shown before eliding
 FLOAT_DIGITS = 4  # significant digits of measured floats
@@ -102,7 +103,7 @@ def render_atlas(
         f"<td class='num'>{esc(r.finished_at)}</td><td class='num'>{r.runtime_s:.1f}</td></tr>"
         for r in results
     )
-    v = versions()
+    v = runtime_versions()
     meta = " · ".join(f"{esc(k)} {esc(val)}" for k, val in v.items())
     presets = ", ".join(sorted({r.preset for r in results})) or "none"
     digest_meta = f'<meta name="{RESULTS_DIGEST_META}" content="{esc(results_sha256)}">\n' if results_sha256 else ""

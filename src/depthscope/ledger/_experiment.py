@@ -1,4 +1,4 @@
-"""A claim of the theory as an experiment that can fail: its definition and its registry.
+"""A claim of the theory as an experiment that can fail: its definition (the registry is `_registry`).
 
 An `Experiment` splits into three pure parts, so that computing stays separate from judging and
 from displaying:
@@ -17,7 +17,6 @@ conformance test runs it, which shows that the refutation branch is real and rea
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,14 +32,6 @@ SOURCES = {
     "002": "Fibonacci and norm preservation",
     "003": "Vanishing and exploding gradients",
 }
-_ID = re.compile(r"^[A-Z]+[0-9]+$")
-
-
-class UnknownClaimError(DepthscopeError, KeyError):
-    """No experiment is registered under the requested claim id."""
-
-    def __str__(self) -> str:  # KeyError would quote the message
-        return str(self.args[0])
 
 
 @dataclass(frozen=True)
@@ -105,52 +96,3 @@ class Experiment:
             raise DepthscopeError(f"{self.id}: unknown setting(s) {sorted(unknown)}; known: {sorted(setting)}")
         setting.update(overrides)
         return setting
-
-
-_REGISTRY: dict[str, Experiment] = {}
-
-
-def register_experiment(experiment: Experiment) -> Experiment:
-    """Add ``experiment`` to the ledger (ids are unique)."""
-    if not _ID.match(experiment.id):
-        raise ValueError(f"claim id must look like 'R7', got {experiment.id!r}")
-    if experiment.id in _REGISTRY:
-        raise ValueError(f"claim {experiment.id} is already registered")
-    if experiment.source not in SOURCES:
-        raise ValueError(f"{experiment.id}: unknown source {experiment.source!r}")
-    missing = [p for p in PRESETS if p not in experiment.presets]
-    if missing:
-        raise ValueError(f"{experiment.id}: missing preset(s) {missing}")
-    keys = set(experiment.presets["tiny"])
-    for name, preset in experiment.presets.items():
-        if set(preset) != keys:
-            raise ValueError(f"{experiment.id}: preset {name!r} keys differ from 'tiny'")
-    unknown = set(experiment.counterexample) - keys
-    if unknown or not experiment.counterexample:
-        raise ValueError(f"{experiment.id}: counterexample must override known settings, got {sorted(unknown)}")
-    _REGISTRY[experiment.id] = experiment
-    return experiment
-
-
-def _load_claims() -> None:
-    import depthscope.ledger.claims  # noqa: F401  (registers every experiment on import)
-
-
-def _order(claim_id: str) -> tuple[int, int]:
-    family = "RJNV".find(claim_id[0])
-    return (family if family >= 0 else len("RJNV"), int(re.sub(r"\D", "", claim_id)))
-
-
-def list_experiments() -> list[str]:
-    """Registered claim ids in CLAIMS.md order (R, J, N, V; numeric within each)."""
-    _load_claims()
-    return sorted(_REGISTRY, key=_order)
-
-
-def get_experiment(claim_id: str) -> Experiment:
-    """The experiment registered for ``claim_id`` (case-insensitive)."""
-    _load_claims()
-    key = claim_id.strip().upper()
-    if key not in _REGISTRY:
-        raise UnknownClaimError(f"no experiment for claim {claim_id!r}; known: {', '.join(list_experiments())}")
-    return _REGISTRY[key]

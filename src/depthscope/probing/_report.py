@@ -5,55 +5,41 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields, make_dataclass
 from pathlib import Path
 from typing import Any
 
 from depthscope._errors import DepthscopeError
 from depthscope._io import SPECIAL_FLOATS, atomic_write_text, encode_json, read_json_object
+from depthscope.probing._quantities import FORMER_NAMES, QUANTITIES
+from depthscope.probing._warning import ProbeWarning
 
-REPORT_FORMAT = 1  # bump when fields change meaning
+# Bump when fields change name or meaning. 2: local_fro, local_fro_se, cum_log_fro and
+# cum_log_fro_se renamed local_rms, ... (they are RMS singular values, not Frobenius norms; format 1
+# files load with the old names mapped, `FORMER_NAMES`); local_cond added.
+REPORT_FORMAT = 2
 
 
-@dataclass
-class BlockStats:
-    """Statistics of one step k (all logs natural; averaged over the batch's examples).
+def _block_fields() -> list[tuple[str, str, Any]]:
+    """`make_dataclass` fields of `BlockStats` from `QUANTITIES`: required ones positional, in
+    declaration order, the others keyword-only with their defaults (older reports lack them)."""
+    out = []
+    for q in QUANTITIES:
+        out.append((q.name, q.type) if q.required else (q.name, q.type, field(default=q.default, kw_only=True)))
+    return out
 
-    Attributes:
-        name, index: the step's label and position in the chain.
-        in_shape, out_shape: per-example state shapes S_k and S_{k+1}.
-        local_fro: RMS singular value of J_k, ||J_k||_F / sqrt(n_in).
-        local_fro_se: estimated standard error of ``local_fro`` (same units): 0 on explicit steps
-            (exact), the Hutchinson probes' spread on matrix-free ones.
-        local_sigma_max: largest singular value of J_k.
-        local_sigma_min: smallest singular value (square steps; see ``sigma_min_kind``), else None.
-        identity_gap: ||J_k - I||_2 (square steps), else None; singular values lie in [1-gap, 1+gap].
-        cum_log_fro: log RMS singular value of J(0 -> k+1) = J_k ... J_0 (the product through this step).
-        cum_log_fro_se: estimated standard error of ``cum_log_fro`` (natural log, so about the
-            relative error of the gain): 0 where it is exact, the random frame's spread otherwise.
-        grad_log_norm: log ||dE/dx_k|| at this step's input.
-        grad_ratio: ||dE/dx_k|| / ||dE/dx_{k+1}||, the gradient gain across the step (below a
-            step of `Report.zero_steps`, for a random projection placed at that step's input).
-        method: "exact" (full SVD), "explicit" (explicit J, Lanczos) or "matrix-free".
-        sigma_min_kind: "exact", "inverse-lanczos" (estimate) or "weyl-lower-bound" (a bound).
-    """
 
-    name: str
-    index: int
-    in_shape: tuple[int, ...]
-    out_shape: tuple[int, ...]
-    local_fro: float
-    # Keyword-only with a default, so reports written before the field existed still load.
-    local_fro_se: float = field(default=0.0, kw_only=True)
-    local_sigma_max: float
-    local_sigma_min: float | None
-    identity_gap: float | None
-    cum_log_fro: float
-    cum_log_fro_se: float = field(default=0.0, kw_only=True)
-    grad_log_norm: float
-    grad_ratio: float
-    method: str
-    sigma_min_kind: str | None
+def _block_doc() -> str:
+    lines = ["Statistics of one step k (all logs natural; averaged over the batch's examples).", "", "Attributes:"]
+    lines += [f"    {q.name}: {q.doc}" for q in QUANTITIES]
+    lines += ["", "Built from `depthscope.probing._quantities.QUANTITIES`, where each field is declared."]
+    return "\n".join(lines)
+
+
+# One field per declared quantity; a dataclass like any other (equality, repr, asdict, pickling).
+BlockStats = make_dataclass("BlockStats", _block_fields())
+BlockStats.__module__ = __name__
+BlockStats.__doc__ = _block_doc()
 
 
 @dataclass
@@ -137,6 +123,8 @@ class Report:
 
 # Oldest report format this version reads; raise it when a bump changes what an old field means.
 OLDEST_READABLE_FORMAT = 1
+# Reports of formats before this one name some block fields by their former names (`FORMER_NAMES`).
+RENAMED_IN_FORMAT = 2
 # Value types a field's annotation allows (bool is excluded from the numbers: JSON true is no 1.0).
 _ANNOTATION_TYPES = {"float": (int, float), "int": (int,), "str": (str,)}
 
@@ -194,6 +182,8 @@ def _report_from_dict(d: Any, source: str, stacklevel: int) -> Report:
     for i, b in enumerate(raw_blocks):
         if not isinstance(b, dict):
             raise DepthscopeError(f"{prefix}: blocks[{i}] should be an object, got {type(b).__name__}")
+        if fmt < RENAMED_IN_FORMAT:
+            b = _current_names(b)
         kw = _dataclass_kwargs(BlockStats, b, f"{source}: blocks[{i}]", unknown_block)
         for shape in ("in_shape", "out_shape"):
             value = kw[shape]
@@ -206,8 +196,6 @@ def _report_from_dict(d: Any, source: str, stacklevel: int) -> Report:
     if not isinstance(lyapunov, list) or not all(_value_ok(v, "float") for v in lyapunov):
         raise DepthscopeError(f"{source}: lyapunov should be a list of numbers, got {lyapunov!r}")
     if unknown_top or unknown_block:
-        from depthscope.probing._probe import ProbeWarning  # imported here: _probe imports this module
-
         parts = [
             f"{where} {', '.join(sorted(names))}"
             for where, names in (("top level:", unknown_top), ("blocks:", unknown_block))
@@ -221,27 +209,26 @@ def _report_from_dict(d: Any, source: str, stacklevel: int) -> Report:
     return Report(**kw)
 
 
-_FLOAT_FIELDS = {
-    "local_fro",
-    "local_fro_se",
-    "cum_log_fro_se",
-    "local_sigma_max",
-    "local_sigma_min",
-    "identity_gap",
-    "cum_log_fro",
-    "grad_log_norm",
-    "grad_ratio",
-    "log_gain",
-    "depth_scale",
-    "input_grad_log_norm",
-    "body_log_gain",
-    "body_depth_scale",
-    "dominant_share",
-}
+# Fields whose values may be the strings "inf", "-inf", "nan" in JSON: the float fields of the report
+# and of the blocks (under their current and former names), and lyapunov's list of floats.
+_FLOAT_FIELDS = frozenset(
+    {f.name for f in fields(Report) if "float" in str(f.type)}
+    | {name for q in QUANTITIES if q.is_float for name in (q.name, *q.formerly)}
+)
+
+
+def _current_names(block: dict[str, Any]) -> dict[str, Any]:
+    """A block of an older format with its fields under their current names (a field already
+    present under its current name keeps that value, and the old one is left as unknown)."""
+    out = dict(block)
+    for old, new in FORMER_NAMES.items():
+        if old in out and new not in out:
+            out[new] = out.pop(old)
+    return out
 
 
 def _decode(obj: Any, key: str | None = None) -> Any:
-    if isinstance(obj, str) and obj in SPECIAL_FLOATS and (key in _FLOAT_FIELDS or key == "lyapunov"):
+    if isinstance(obj, str) and obj in SPECIAL_FLOATS and key in _FLOAT_FIELDS:
         return SPECIAL_FLOATS[obj]
     if isinstance(obj, dict):
         return {k: _decode(v, k) for k, v in obj.items()}

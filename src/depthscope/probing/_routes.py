@@ -46,8 +46,7 @@ from dataclasses import dataclass
 
 import torch
 
-from depthscope.estimators._linearized import LinearizedChain
-from depthscope.estimators._local import LocalStats, explicit_stats, matrix_free_stats
+from depthscope.estimators import LinearizedChain, LocalStats, explicit_stats, matrix_free_stats
 
 ROUTE_EXPLICIT = "explicit"
 ROUTE_MATRIX_FREE = "matrix-free"

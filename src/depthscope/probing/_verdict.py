@@ -23,8 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from depthscope.estimators._lyapunov import random_frame
-from depthscope.estimators._propagate import log_rms_from_columns, push_log_norms, tangent_norms
+from depthscope.estimators import log_rms_from_columns, push_log_norms, random_frame, tangent_norms
 
 # End-to-end RMS gain outside [1/10, 10] is called vanishing or exploding: a factor 10 in the
 # signal (or gradient) scale is where learning-rate tuning stops compensating in practice.
@@ -78,7 +77,7 @@ class StepFacts:
         name, index: the step's label and position in the chain.
         in_shape, out_shape: per-example state shapes S_k and S_{k+1}.
         is_norm: the step is a lone normalisation layer (see `NORM_MODULES`).
-        local_fro: RMS singular value of J_k (exactly 0 for a zero Jacobian).
+        local_rms: RMS singular value of J_k (exactly 0 for a zero Jacobian).
     """
 
     name: str
@@ -86,7 +85,7 @@ class StepFacts:
     in_shape: tuple[int, ...]
     out_shape: tuple[int, ...]
     is_norm: bool
-    local_fro: float
+    local_rms: float
 
     @property
     def n_out(self) -> int:
@@ -213,7 +212,7 @@ def explain(
 
     Args:
         steps: the differentiated steps, in order.
-        cum: (L,) the cumulative log RMS gain through each step (`BlockStats.cum_log_fro`).
+        cum: (L,) the cumulative log RMS gain through each step (`BlockStats.cum_log_rms`).
         n0: per-example size of the first differentiated state.
         killed: positions whose step annihilated the loss gradient for some example (from
             `gradient_log_ratios`).
@@ -234,7 +233,7 @@ def explain(
         if b_gain is not None:
             b_verdict, b_scale = verdict(b_gain, body[1] - body[0] + 1)
     dom, share = dominant_step(step_log_gains(cum, steps, n0))
-    zero = [j for j, s in enumerate(steps) if s.local_fro == 0.0]
+    zero = [j for j, s in enumerate(steps) if s.local_rms == 0.0]
 
     notes = []
     for j in zero:

@@ -12,6 +12,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from depthscope.ledger import SOURCES
+
 VERDICT_STYLE = {"confirmed": "green", "qualified": "yellow", "refuted": "red"}
 REASON_WIDTH = 90  # characters of the reason shown in tables
 
@@ -29,8 +31,6 @@ def _short(text: str) -> str:
 
 def render_ledger_list(experiments, last: Mapping[str, object], source: str, console: Console | None = None) -> None:
     """The registered claims with their source and the verdict of the last run (if any)."""
-    from depthscope.ledger import SOURCES
-
     console = console or Console()
     table = Table(title="claim ledger", header_style="bold")
     for col in ("id", "source", "claim", "last verdict"):

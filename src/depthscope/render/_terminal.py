@@ -9,16 +9,21 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from depthscope.probing._report import Report
-from depthscope.probing._verdict import DOMINANT_SHARE
+from depthscope.probing import DOMINANT_SHARE, QUANTITIES, BlockStats, Column, Quantity, Report
 
-# Unicode eighth-blocks for the sparkline of cum_log_fro.
+# Unicode eighth-blocks for the sparkline of cum_log_rms.
 SPARK = "▁▂▃▄▅▆▇█"
 # Tables longer than this show the first and last rows only (a 10,000-step chain stays readable).
 MAX_ROWS = 40
 VERDICT_STYLE = {"stable": "bold green", "vanishing": "bold blue", "exploding": "bold red"}
 # The line saying what drives the verdict fits a standard terminal.
 LINE_WIDTH = 80
+# Characters a table column takes beyond its text: a space of padding either side and a border.
+COLUMN_CHROME = 3
+# The table's first columns, in this order; the others follow in the order they are declared.
+LEADING_COLUMNS = ("index", "name", "in_shape")
+# Characters the panel around the table takes: a border and a space of padding either side.
+PANEL_CHROME = 4
 
 
 def _fmt(v: float | None, digits: int = 3) -> str:
@@ -35,7 +40,8 @@ def sparkline(values: list[float], width: int = 60) -> str:
     if not vals:
         return ""
     n = len(values)
-    pick = [values[min(n - 1, int(i * n / width))] for i in range(min(width, n))]
+    m = min(width, n)  # one character per value up to ``width``, resampled beyond
+    pick = [values[min(n - 1, int(i * n / m))] for i in range(m)]
     lo, hi = min(vals), max(vals)
     span = hi - lo or 1.0
     out = []
@@ -47,48 +53,73 @@ def sparkline(values: list[float], width: int = 60) -> str:
     return "".join(out)
 
 
-def report_table(report: Report) -> Table:
-    table = Table(title="per-step Jacobians", show_lines=False, header_style="bold")
-    for col, just in [
-        ("k", "right"),
-        ("step", "left"),
-        ("shape", "left"),
-        ("rms σ", "right"),
-        ("σ_max", "right"),
-        ("σ_min", "right"),
-        ("‖J−I‖", "right"),
-        ("log gain 0→k", "right"),
-        ("grad ratio", "right"),
-    ]:
-        table.add_column(col, justify=just, no_wrap=col in ("step", "shape"))
+def table_columns() -> list[tuple[Quantity, Column]]:
+    """``(quantity, column)`` of every quantity the table shows, in the table's order."""
+    shown = [(q, q.column) for q in QUANTITIES if q.column is not None]
+    lead = {name: i for i, name in enumerate(LEADING_COLUMNS)}
+    return sorted(shown, key=lambda qc: lead.get(qc[0].name, len(lead)))
+
+
+def _shape(shape: tuple[int, ...]) -> str:
+    return "×".join(map(str, shape))
+
+
+def cell(block: BlockStats, quantity: Quantity, column: Column) -> str:
+    """The text of one table cell, as ``column`` says to show ``quantity`` of ``block``."""
+    value = getattr(block, quantity.name)
+    if isinstance(value, tuple):
+        text = _shape(value)
+        other = getattr(block, column.then) if column.then else value
+        return text if other == value else f"{text}→{_shape(other)}"
+    if isinstance(value, float) or value is None:
+        text = _fmt(value, column.digits)
+    else:
+        text = str(value)
+    if column.bound_mark is not None and value is not None:
+        field, when, mark = column.bound_mark
+        if getattr(block, field) == when:
+            text = mark + text
+    return text
+
+
+def _fitting(cols: list[tuple[Quantity, Column]], cells: list[list[str]], width: int | None) -> list[int]:
+    """Positions of the columns to show: all when they fit in ``width`` characters, else the
+    columns of the highest priority number dropped, a level at a time, until they fit (priority 0
+    is always shown)."""
+    keep = list(range(len(cols)))
+    if width is None:
+        return keep
+    # A header may wrap at its spaces ("log gain 0→k" over two lines); a cell does not.
+    need = [max([len(w) for w in cols[i][1].header.split()] + [len(row[i]) for row in cells]) for i in keep]
+    need = [n + COLUMN_CHROME for n in need]
+    while sum(need[i] for i in keep) > width:
+        worst = max(cols[i][1].priority for i in keep)
+        if worst == 0:
+            break
+        keep = [i for i in keep if cols[i][1].priority < worst]
+    return keep
+
+
+def report_table(report: Report, width: int | None = None) -> Table:
+    """The per-step table; on a terminal ``width`` characters wide, the columns that fit (by priority)."""
+    cols = table_columns()
     rows = report.blocks
     idx = list(range(len(rows)))
     if len(rows) > MAX_ROWS:
         idx = idx[: MAX_ROWS // 2] + [-1] + idx[-MAX_ROWS // 2 :]
-    for i in idx:
-        if i == -1:
-            table.add_row("…", f"({len(rows) - MAX_ROWS} steps)", "", "", "", "", "", "", "")
-            continue
-        b = rows[i]
-        smin = _fmt(b.local_sigma_min)
-        if b.sigma_min_kind == "weyl-lower-bound":
-            smin = "≥" + smin
-        shape = (
-            "×".join(map(str, b.in_shape))
-            if b.in_shape == b.out_shape
-            else (f"{'×'.join(map(str, b.in_shape))}→{'×'.join(map(str, b.out_shape))}")
-        )
-        table.add_row(
-            str(b.index),
-            b.name,
-            shape,
-            _fmt(b.local_fro),
-            _fmt(b.local_sigma_max),
-            smin,
-            _fmt(b.identity_gap),
-            _fmt(b.cum_log_fro),
-            _fmt(b.grad_ratio, 4),
-        )
+    cells = [[cell(rows[i], q, c) for q, c in cols] if i != -1 else None for i in idx]
+    keep = _fitting(cols, [row for row in cells if row is not None], width)
+    table = Table(title="per-step Jacobians", show_lines=False, header_style="bold")
+    for i in keep:
+        _, c = cols[i]
+        table.add_column(c.header, justify=c.justify, no_wrap=c.justify == "left")
+    for row in cells:
+        if row is None:
+            gap = [""] * len(keep)
+            gap[:2] = ["…", f"({len(rows) - MAX_ROWS} steps)"]
+            table.add_row(*gap)
+        else:
+            table.add_row(*(row[i] for i in keep))
     return table
 
 
@@ -149,8 +180,8 @@ def summary(report: Report) -> Text:
     for note in report.notes:
         t.append(f"note: {note}\n", style="yellow")
     t.append("log gain 0→k  ")
-    t.append(sparkline(report.column("cum_log_fro")), style="cyan")
-    t.append(f"  [{_fmt(min(report.column('cum_log_fro')))} … {_fmt(max(report.column('cum_log_fro')))}]\n")
+    t.append(sparkline(report.column("cum_log_rms")), style="cyan")
+    t.append(f"  [{_fmt(min(report.column('cum_log_rms')))} … {_fmt(max(report.column('cum_log_rms')))}]\n")
     t.append("log ‖∂E/∂x_k‖ ")
     t.append(sparkline(report.column("grad_log_norm")), style="magenta")
     t.append(f"  input {report.input_grad_log_norm:+.3f}\n")
@@ -169,4 +200,5 @@ def summary(report: Report) -> Text:
 def render_report(report: Report, console: Console | None = None, title: str = "depthscope probe") -> None:
     """Print ``report`` to the terminal."""
     console = console or Console()
-    console.print(Panel(Group(report_table(report), summary(report)), title=title, expand=False))
+    table = report_table(report, width=console.width - PANEL_CHROME)
+    console.print(Panel(Group(table, summary(report)), title=title, expand=False))

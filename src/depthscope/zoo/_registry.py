@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from depthscope._errors import UnknownModelError
-from depthscope.chain._module import ChainModule
+from depthscope.chain import ChainModule
 
 
 @dataclass(frozen=True)

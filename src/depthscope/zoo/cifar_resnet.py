@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from depthscope.chain._module import ChainModule
+from depthscope.chain import ChainModule
 from depthscope.zoo._layers import init_batchnorm_, init_conv_he_, init_linear
 from depthscope.zoo._registry import register_model
 

@@ -20,7 +20,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from depthscope.chain._module import ChainModule
+from depthscope.chain import ChainModule
 from depthscope.zoo._layers import (
     critical_sigma_w,
     init_batchnorm_,

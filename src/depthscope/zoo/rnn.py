@@ -16,8 +16,9 @@ so the product of the T step Jacobians is d h_T / d h_0 (W^T for the linear RNN)
 network is autonomous; its input is the initial state h(0) (B, N), its stem and head are
 identities, and its K Euler steps are the steps in between.
 
-The bare recurrences (no stem, no head) are chains of `depthscope.dynamics`: ``linear_map``,
-``tanh_rnn``, ``rate_chain``.
+The bare recurrences (no stem, no head) are chains of `depthscope.dynamics` under the same names:
+``rnn_linear``, ``rnn_tanh``, and ``rate_chain`` (``random_rate_chain`` draws the coupling); the
+Euler step itself is `depthscope.dynamics.rate_euler_step`, shared by both.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ import torch
 from torch import nn
 
 from depthscope._errors import InputError
-from depthscope.chain._module import ChainModule
-from depthscope.dynamics._rate import rate_coupling
+from depthscope.chain import ChainModule
+from depthscope.dynamics import rate_coupling, rate_euler_step
 from depthscope.zoo._registry import register_model
 
 RNN_INITS = ("gaussian", "orthogonal", "spectral")
@@ -192,7 +193,7 @@ class EulerRateStep(nn.Module):
         self.dt = float(dt)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return (1.0 - self.dt) * h + self.dt * torch.tanh(h) @ self.J.T
+        return rate_euler_step(h, self.J, self.dt)
 
     def extra_repr(self) -> str:
         return f"N={self.J.shape[0]}, dt={self.dt}"

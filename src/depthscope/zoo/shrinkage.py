@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from depthscope.chain._module import ChainModule
+from depthscope.chain import ChainModule
 from depthscope.zoo._layers import (
     critical_sigma_w,
     init_batchnorm_,

@@ -25,7 +25,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from depthscope.chain._module import ChainModule
+from depthscope.chain import ChainModule
 from depthscope.zoo._registry import register_model
 
 # Additive attention mask for masked (future) positions. A finite large negative number rather

@@ -14,7 +14,7 @@ from depthscope.ledger.claims import j1_densenet as j1
 
 
 def test_j1_residual_layer_norms_match_probe_cumulative_norms():
-    """||d x_k / d x_0||_F from the experiment = exp(cum_log_fro) sqrt(n_0) from ds.probe (exact)."""
+    """||d x_k / d x_0||_F from the experiment = exp(cum_log_rms) sqrt(n_0) from ds.probe (exact)."""
     torch.manual_seed(SEED)
     model = ds.create_model("resnet_mlp", depth=3, width=6, alpha=0.7).double()
     x0 = torch.randn(4, 6, dtype=torch.float64)
@@ -22,7 +22,7 @@ def test_j1_residual_layer_norms_match_probe_cumulative_norms():
     blocks = ds.Chain(ds.Chain.from_module(model).steps[1:-1])
     for b in range(4):
         report = ds.probe(blocks, x0[b : b + 1], exact=True, lyapunov=0)
-        expected = np.exp(report.column("cum_log_fro")) * math.sqrt(6)
+        expected = np.exp(report.column("cum_log_rms")) * math.sqrt(6)
         np.testing.assert_allclose(ours[b].detach().numpy(), expected, rtol=1e-10)
 
 

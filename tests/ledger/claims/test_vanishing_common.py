@@ -27,7 +27,7 @@ def test_build_restores_default_dtype_and_global_rng():
 
 def test_gradient_log_gain_matches_the_probe_log_domain_sweep():
     W = common._recurrent_matrix(12, 1.3, 0.0, seed=2)
-    chain = ds.dynamics.tanh_rnn(W, 30)
+    chain = ds.dynamics.rnn_tanh(W, 30)
     h = torch.randn(1, 12, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
     u = common._unit(12, torch.Generator().manual_seed(4))
     report = ds.probe(chain, h, loss=lambda out: (out * u).sum(), lyapunov=0, sigma_min=False)

@@ -1,4 +1,10 @@
-"""The experiments, one module per claim or per topic; importing this package registers all of them.
+"""The experiments, one module per claim or per topic; `EXPERIMENTS` lists all of them.
+
+Each claim module defines one `Experiment` named ``EXPERIMENT`` and registers nothing; the tuple
+`EXPERIMENTS` at the bottom of this file is the one list of the built-in claims, and
+`depthscope.ledger._registry` registers exactly that list (a new claim is one module plus one line
+here). Helpers shared by several claims live in the ``_*_common`` modules; the seeds of independent
+runs in `_seeds`.
 
 Residual learning (seed 000); helpers shared by R4-R12 in `_residual_common`, by the trained networks of R1, R3
 and R10 in `_training_common`:
@@ -16,7 +22,7 @@ and R10 in `_training_common`:
 * `r11_alpha_gradient`: R11, dL/dalpha = (grad_y L)^T F(x);
 * `r12_lockstep`: R12, a deep linear residual stack near zero: equal block gradients, update ~ L.
 
-The Jacobian as an engineering tool (seed 001); run seeds and the digits input size in `_engineering_common`, the
+The Jacobian as an engineering tool (seed 001); the digits input size in `_engineering_common`, the
 transformers by LayerNorm placement, their backward signal and its decay fit shared by J3 and J4 in `_transformer_common`:
 
 * `j1_densenet`: J1, per-layer ||d out_k / d in_0||_F is more stable across depth for ResNet than DenseNet;
@@ -53,7 +59,7 @@ vanishing / exploding / marginal convention in `_vanishing_common`:
 * `v10_lyapunov`: V10, the sign of the top Lyapunov exponent predicts vanishing, exploding or marginal.
 """
 
-from depthscope.ledger.claims import (  # noqa: F401
+from depthscope.ledger.claims import (
     j1_densenet,
     j2_growth,
     j3_postln,
@@ -89,3 +95,43 @@ from depthscope.ledger.claims import (  # noqa: F401
     v09_linear_rnn,
     v10_lyapunov,
 )
+
+# In CLAIMS.md order (R, J, N, V; numeric within each), the order `list_experiments` reports.
+EXPERIMENTS = (
+    r01_alignment.EXPERIMENT,
+    r02_delta.EXPERIMENT,
+    r03_degradation.EXPERIMENT,
+    r04_telescoping.EXPERIMENT,
+    r05_dead_zone.EXPERIMENT,
+    r06_eigenvalues.EXPERIMENT,
+    r07_weyl.EXPERIMENT,
+    r08_product_bound.EXPERIMENT,
+    r09_alpha_jacobian.EXPERIMENT,
+    r10_fighting.EXPERIMENT,
+    r11_alpha_gradient.EXPERIMENT,
+    r12_lockstep.EXPERIMENT,
+    j1_densenet.EXPERIMENT,
+    j2_growth.EXPERIMENT,
+    j3_postln.EXPERIMENT,
+    j4_preln.EXPERIMENT,
+    j5_nas.EXPERIMENT,
+    j6_lesion.EXPERIMENT,
+    j7_bdf2.EXPERIMENT,
+    j8_cstr.EXPERIMENT,
+    n1_fibonacci.EXPERIMENT,
+    n2_near_identity.EXPERIMENT,
+    n3_depth_law.EXPERIMENT,
+    n4_procrustes.EXPERIMENT,
+    v01_scalar_tower.EXPERIMENT,
+    v02_sigmoid_bound.EXPERIMENT,
+    v03_linear_slope.EXPERIMENT,
+    v04_deep_linear.EXPERIMENT,
+    v05_jacobian_bound.EXPERIMENT,
+    v06_saturation.EXPERIMENT,
+    v07_ill_conditioned.EXPERIMENT,
+    v08_isometry.EXPERIMENT,
+    v09_linear_rnn.EXPERIMENT,
+    v10_lyapunov.EXPERIMENT,
+)
+
+__all__ = ["EXPERIMENTS"]

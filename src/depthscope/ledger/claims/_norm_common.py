@@ -8,9 +8,6 @@ NORM_PRESERVATION_PAPER = (
     "A. Zaeemzadeh, N. Rahnavard, M. Shah, Norm-preservation: why residual networks can become "
     "extremely deep?, IEEE TPAMI 43(11), 2021 (arXiv:1805.07477)"
 )
-# Model seeds of one experiment seed are SEED_STRIDE * seed + i, so runs with different seeds
-# never share a network.
-SEED_STRIDE = 1000
 DTYPE = torch.float64
 # Values are drawn no lower than this on log axes (exact zeros have no logarithm).
 PLOT_FLOOR = 1e-17

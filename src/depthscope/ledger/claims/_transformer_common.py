@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from depthscope.chain import Chain
-from depthscope.ledger.claims._engineering_common import _run_seeds
+from depthscope.ledger.claims._seeds import run_seeds
 from depthscope.zoo import create_model
 
 LN_MODELS = {"postln": "transformer_postln", "preln": "transformer_preln", "deepnorm": "transformer_deepnorm"}
@@ -159,7 +159,7 @@ def _measure_ln(setting: Mapping[str, Any], seed: int) -> dict:
         per_depth = {}
         for depth in setting["depths"]:
             runs = []
-            for run_seed in _run_seeds(seed, setting["seeds"]):
+            for run_seed in run_seeds(seed, setting["seeds"]):
                 torch.manual_seed(run_seed)
                 model = _ln_transformer(variant, depth, setting)
                 g = torch.Generator().manual_seed(run_seed)

@@ -17,9 +17,9 @@ import torch
 from torch import nn
 
 from depthscope.chain import Chain
-from depthscope.estimators._propagate import sweep_log_grad_norms
+from depthscope.estimators import sweep_log_grad_norms
 from depthscope.ledger.claims._residual_common import _per_example_jacobian
-from depthscope.probing._verdict import VERDICT_LOG_GAIN
+from depthscope.probing import VERDICT_LOG_GAIN
 from depthscope.zoo import create_model
 from depthscope.zoo.rnn import recurrent_weight
 

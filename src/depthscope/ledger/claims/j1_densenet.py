@@ -13,9 +13,10 @@ from torch import nn
 from depthscope._errors import NonFiniteError
 from depthscope.chain import Chain
 from depthscope.ledger._data import digits
-from depthscope.ledger._experiment import Experiment, Judgement, confirmed, qualified, refuted, register_experiment
+from depthscope.ledger._experiment import Experiment, Judgement, confirmed, qualified, refuted
 from depthscope.ledger._train import train_classifier
-from depthscope.ledger.claims._engineering_common import DIGITS_FEATURES, _run_seeds
+from depthscope.ledger.claims._engineering_common import DIGITS_FEATURES
+from depthscope.ledger.claims._seeds import run_seeds
 from depthscope.zoo import create_model
 from depthscope.zoo.densenet import DenseNet
 
@@ -99,7 +100,7 @@ def _measure_j1(setting: Mapping[str, Any], seed: int) -> dict:
     conditions = [c for c in J1_CONDITIONS if c == "init" or setting["train_steps"] > 0]
     profiles: dict[str, dict[str, list]] = {c: {} for c in conditions}
     accuracy: dict[str, list] = {}
-    for run_seed in _run_seeds(seed, setting["seeds"]):
+    for run_seed in run_seeds(seed, setting["seeds"]):
         for name, model in _j1_models(setting, run_seed).items():
             profiles["init"].setdefault(name, []).append(_log_profile(model, x).tolist())
             if "trained" in conditions:
@@ -192,57 +193,55 @@ def _plot_j1(m: Mapping[str, Any], setting: Mapping[str, Any]):
     return fig
 
 
-register_experiment(
-    Experiment(
-        id="J1",
-        statement="Per-layer ||d out_k / d in_0||_F is more stable across depth for ResNet than DenseNet.",
-        source="001",
-        expected=(
-            "the standard deviation across layers of log ||d out_k / d x_0||_F (exact forward-mode Jacobians, RMS over "
-            "examples; out_k = the residual state x_k, or the new features of DenseNet layer k) is smaller for the ResNet, "
-            "for each branch scale alpha, at initialisation and after training on digits (median over seeds)"
-        ),
-        refuted_if=(
-            "for every alpha and condition measured, the median over seeds of ResNet spread / DenseNet spread is >= 1; "
-            "qualified when it is < 1 for some (alpha, condition) pairs and not for others"
-        ),
-        presets={
-            "tiny": {
-                "depth": 4,
-                "width": 16,
-                "growth": 8,
-                "alphas": [0.1, 1.0],
-                "seeds": 2,
-                "n_examples": 8,
-                "train_steps": 40,
-            },
-            "quick": {
-                "depth": 16,
-                "width": 32,
-                "growth": 16,
-                "alphas": [0.1, 0.25, 1.0],
-                "seeds": 3,
-                "n_examples": 16,
-                "train_steps": 200,
-            },
-            "full": {
-                "depth": 40,
-                "width": 64,
-                "growth": 12,
-                "alphas": [0.05, 0.1, 0.158, 0.5, 1.0],
-                "seeds": 3,
-                "n_examples": 32,
-                "train_steps": 2000,
-            },
+EXPERIMENT = Experiment(
+    id="J1",
+    statement="Per-layer ||d out_k / d in_0||_F is more stable across depth for ResNet than DenseNet.",
+    source="001",
+    expected=(
+        "the standard deviation across layers of log ||d out_k / d x_0||_F (exact forward-mode Jacobians, RMS over "
+        "examples; out_k = the residual state x_k, or the new features of DenseNet layer k) is smaller for the ResNet, "
+        "for each branch scale alpha, at initialisation and after training on digits (median over seeds)"
+    ),
+    refuted_if=(
+        "for every alpha and condition measured, the median over seeds of ResNet spread / DenseNet spread is >= 1; "
+        "qualified when it is < 1 for some (alpha, condition) pairs and not for others"
+    ),
+    presets={
+        "tiny": {
+            "depth": 4,
+            "width": 16,
+            "growth": 8,
+            "alphas": [0.1, 1.0],
+            "seeds": 2,
+            "n_examples": 8,
+            "train_steps": 40,
         },
-        measure=_measure_j1,
-        judge=_judge_j1,
-        plot=_plot_j1,
-        counterexample={"alphas": [2.0]},
-        references=(
-            "Huang et al. 2017, Densely connected convolutional networks (DenseNet)",
-            "He et al. 2016, Deep residual learning for image recognition",
-            "Hayou et al. 2021, Stable ResNet (alpha = 1/sqrt(L))",
-        ),
-    )
+        "quick": {
+            "depth": 16,
+            "width": 32,
+            "growth": 16,
+            "alphas": [0.1, 0.25, 1.0],
+            "seeds": 3,
+            "n_examples": 16,
+            "train_steps": 200,
+        },
+        "full": {
+            "depth": 40,
+            "width": 64,
+            "growth": 12,
+            "alphas": [0.05, 0.1, 0.158, 0.5, 1.0],
+            "seeds": 3,
+            "n_examples": 32,
+            "train_steps": 2000,
+        },
+    },
+    measure=_measure_j1,
+    judge=_judge_j1,
+    plot=_plot_j1,
+    counterexample={"alphas": [2.0]},
+    references=(
+        "Huang et al. 2017, Densely connected convolutional networks (DenseNet)",
+        "He et al. 2016, Deep residual learning for image recognition",
+        "Hayou et al. 2021, Stable ResNet (alpha = 1/sqrt(L))",
+    ),
 )

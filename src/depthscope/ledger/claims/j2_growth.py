@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from depthscope.ledger._data import digits
-from depthscope.ledger._experiment import Experiment, Judgement, confirmed, refuted, register_experiment
+from depthscope.ledger._experiment import Experiment, Judgement, confirmed, refuted
 from depthscope.ledger._train import train_classifier
 from depthscope.ledger.claims._engineering_common import DIGITS_FEATURES
 from depthscope.ledger.claims._residual_common import _per_example_jacobian
@@ -232,67 +232,65 @@ def _plot_j2(m: Mapping[str, Any], setting: Mapping[str, Any]):
     return fig
 
 
-register_experiment(
-    Experiment(
-        id="J2",
-        statement=(
-            "New blocks initialised with ||J_F||_2 ~ 0 have layer Jacobian ~ I (warm start); the Jacobian norm "
-            "gives an upper bound on how many blocks can be added safely."
-        ),
-        source="001",
-        expected=(
-            "identity-initialised blocks inserted in a trained residual MLP change no logit by more than 1e-6 and have "
-            "||J_block - I||_2 <= 1e-6; m blocks with ||J_F||_2 <= eps amplify by at most (1 + eps)^m, so at most "
-            "m_max = floor(log(1 + tol) / log(1 + eps)) of them keep the gain within 1 + tol"
-        ),
-        refuted_if=(
-            "an identity-initialised block changes a logit by more than 1e-6 or has ||J - I||_2 > 1e-6, or a stack of m "
-            "blocks built with ||J_F||_2 <= eps has, at some test point, ||J_stack||_2 > (1 + eps)^m or "
-            "||G(h) - h|| / ||h|| > (1 + eps)^m - 1 (float64, slack 1e-9)"
-        ),
-        presets={
-            "tiny": {
-                "base_depth": 2,
-                "width": 16,
-                "train_steps": 60,
-                "n_eval": 32,
-                "identity_blocks": 2,
-                "eps": 0.1,
-                "tol": 0.5,
-                "m_factor": 2,
-                "branch_norm_factor": 1.0,
-            },
-            "quick": {
-                "base_depth": 4,
-                "width": 32,
-                "train_steps": 400,
-                "n_eval": 128,
-                "identity_blocks": 4,
-                "eps": 0.05,
-                "tol": 0.5,
-                "m_factor": 2,
-                "branch_norm_factor": 1.0,
-            },
-            "full": {
-                "base_depth": 8,
-                "width": 64,
-                "train_steps": 2000,
-                "n_eval": 449,
-                "identity_blocks": 8,
-                "eps": 0.02,
-                "tol": 0.5,
-                "m_factor": 2,
-                "branch_norm_factor": 1.0,
-            },
+EXPERIMENT = Experiment(
+    id="J2",
+    statement=(
+        "New blocks initialised with ||J_F||_2 ~ 0 have layer Jacobian ~ I (warm start); the Jacobian norm "
+        "gives an upper bound on how many blocks can be added safely."
+    ),
+    source="001",
+    expected=(
+        "identity-initialised blocks inserted in a trained residual MLP change no logit by more than 1e-6 and have "
+        "||J_block - I||_2 <= 1e-6; m blocks with ||J_F||_2 <= eps amplify by at most (1 + eps)^m, so at most "
+        "m_max = floor(log(1 + tol) / log(1 + eps)) of them keep the gain within 1 + tol"
+    ),
+    refuted_if=(
+        "an identity-initialised block changes a logit by more than 1e-6 or has ||J - I||_2 > 1e-6, or a stack of m "
+        "blocks built with ||J_F||_2 <= eps has, at some test point, ||J_stack||_2 > (1 + eps)^m or "
+        "||G(h) - h|| / ||h|| > (1 + eps)^m - 1 (float64, slack 1e-9)"
+    ),
+    presets={
+        "tiny": {
+            "base_depth": 2,
+            "width": 16,
+            "train_steps": 60,
+            "n_eval": 32,
+            "identity_blocks": 2,
+            "eps": 0.1,
+            "tol": 0.5,
+            "m_factor": 2,
+            "branch_norm_factor": 1.0,
         },
-        measure=_measure_j2,
-        judge=_judge_j2,
-        plot=_plot_j2,
-        counterexample={"branch_norm_factor": 3.0},
-        references=(
-            "Bachlechner et al. 2021, ReZero is all you need",
-            "Zhang et al. 2019, Fixup initialization",
-            "Chen et al. 2016, Net2Net (function-preserving growth)",
-        ),
-    )
+        "quick": {
+            "base_depth": 4,
+            "width": 32,
+            "train_steps": 400,
+            "n_eval": 128,
+            "identity_blocks": 4,
+            "eps": 0.05,
+            "tol": 0.5,
+            "m_factor": 2,
+            "branch_norm_factor": 1.0,
+        },
+        "full": {
+            "base_depth": 8,
+            "width": 64,
+            "train_steps": 2000,
+            "n_eval": 449,
+            "identity_blocks": 8,
+            "eps": 0.02,
+            "tol": 0.5,
+            "m_factor": 2,
+            "branch_norm_factor": 1.0,
+        },
+    },
+    measure=_measure_j2,
+    judge=_judge_j2,
+    plot=_plot_j2,
+    counterexample={"branch_norm_factor": 3.0},
+    references=(
+        "Bachlechner et al. 2021, ReZero is all you need",
+        "Zhang et al. 2019, Fixup initialization",
+        "Chen et al. 2016, Net2Net (function-preserving growth)",
+    ),
 )

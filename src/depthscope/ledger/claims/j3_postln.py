@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from depthscope.ledger._experiment import Experiment, Judgement, confirmed, qualified, refuted, register_experiment
+from depthscope.ledger._experiment import Experiment, Judgement, confirmed, qualified, refuted
 from depthscope.ledger.claims._transformer_common import (
     _LN_CRITERION,
     _LN_PRESETS,
@@ -46,24 +46,21 @@ def _judge_j3(m: Mapping[str, Any], setting: Mapping[str, Any]) -> Judgement:
     )
 
 
-register_experiment(
-    Experiment(
-        id="J3",
-        statement=(
-            "Post-LN: the backward signal passes the LayerNorm Jacobian at every block, which contracts, so gradients "
-            "vanish exponentially toward the input."
-        ),
-        source="001",
-        expected="in a Post-LN transformer LM at initialisation the stream gradient decays exponentially toward the input at a rate that persists with depth",
-        refuted_if=_LN_CRITERION + "; refuted if 'none', qualified if 'subexponential'",
-        presets={
-            name: {"variant": "postln", "compare": ["postln", "preln", "deepnorm"], **p}
-            for name, p in _LN_PRESETS.items()
-        },
-        measure=_measure_ln,
-        judge=_judge_j3,
-        plot=_plot_ln,
-        counterexample={"variant": "preln"},
-        references=_LN_REFERENCES,
-    )
+EXPERIMENT = Experiment(
+    id="J3",
+    statement=(
+        "Post-LN: the backward signal passes the LayerNorm Jacobian at every block, which contracts, so gradients "
+        "vanish exponentially toward the input."
+    ),
+    source="001",
+    expected="in a Post-LN transformer LM at initialisation the stream gradient decays exponentially toward the input at a rate that persists with depth",
+    refuted_if=_LN_CRITERION + "; refuted if 'none', qualified if 'subexponential'",
+    presets={
+        name: {"variant": "postln", "compare": ["postln", "preln", "deepnorm"], **p} for name, p in _LN_PRESETS.items()
+    },
+    measure=_measure_ln,
+    judge=_judge_j3,
+    plot=_plot_ln,
+    counterexample={"variant": "preln"},
+    references=_LN_REFERENCES,
 )

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from depthscope.ledger._experiment import Experiment, Judgement, confirmed, qualified, refuted, register_experiment
+from depthscope.ledger._experiment import Experiment, Judgement, confirmed, qualified, refuted
 from depthscope.ledger.claims._transformer_common import (
     _LN_CRITERION,
     _LN_PRESETS,
@@ -44,21 +44,18 @@ def _judge_j4(m: Mapping[str, Any], setting: Mapping[str, Any]) -> Judgement:
     )
 
 
-register_experiment(
-    Experiment(
-        id="J4",
-        statement="Pre-LN: g_l = g_{l+1} + ...; an identity gradient highway; no exponential decay.",
-        source="001",
-        expected="in a Pre-LN transformer LM at initialisation the stream gradient does not decay toward the input at any depth",
-        refuted_if=_LN_CRITERION + "; refuted if 'exponential', qualified if 'subexponential'",
-        presets={
-            name: {"variant": "preln", "compare": ["preln", "postln", "deepnorm"], **p}
-            for name, p in _LN_PRESETS.items()
-        },
-        measure=_measure_ln,
-        judge=_judge_j4,
-        plot=_plot_ln,
-        counterexample={"variant": "contracting", "compare": []},
-        references=_LN_REFERENCES,
-    )
+EXPERIMENT = Experiment(
+    id="J4",
+    statement="Pre-LN: g_l = g_{l+1} + ...; an identity gradient highway; no exponential decay.",
+    source="001",
+    expected="in a Pre-LN transformer LM at initialisation the stream gradient does not decay toward the input at any depth",
+    refuted_if=_LN_CRITERION + "; refuted if 'exponential', qualified if 'subexponential'",
+    presets={
+        name: {"variant": "preln", "compare": ["preln", "postln", "deepnorm"], **p} for name, p in _LN_PRESETS.items()
+    },
+    measure=_measure_ln,
+    judge=_judge_j4,
+    plot=_plot_ln,
+    counterexample={"variant": "contracting", "compare": []},
+    references=_LN_REFERENCES,
 )

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from depthscope.ledger._experiment import Experiment, Judgement, confirmed, refuted, register_experiment
+from depthscope.ledger._experiment import Experiment, Judgement, confirmed, refuted
 
 J5_Z_MAX = 4.0  # |Monte Carlo mean - formula| beyond this many standard errors refutes
 J5_MASKS = ("independent", "tied")
@@ -153,52 +153,50 @@ def _plot_j5(m: Mapping[str, Any], setting: Mapping[str, Any]):
     return fig
 
 
-register_experiment(
-    Experiment(
-        id="J5",
-        statement="NAS: with skip connections present with probability s, the expected gradient norm is a predictable function of s.",
-        source="001",
-        expected=(
-            "for x_{k+1} = (W_k + b_k I) x_k, W_k ~ N(0, sigma^2/n), b_k ~ Bernoulli(s) independent per layer, "
-            "E ||g_0||^2 / ||g_L||^2 = (sigma^2 + s)^L exactly; Monte Carlo over masks and weights agrees"
-        ),
-        refuted_if=(
-            f"at some (L, s) the Monte Carlo mean differs from (sigma^2 + s)^L by more than {J5_Z_MAX:g} standard errors "
-            "(the larger of the sample SE and the SE the model predicts)"
-        ),
-        presets={
-            "tiny": {
-                "width": 8,
-                "depths": [4],
-                "sigma2": 0.5,
-                "s_values": [0.0, 0.5, 1.0],
-                "trials": 2000,
-                "mask": "independent",
-            },
-            "quick": {
-                "width": 16,
-                "depths": [4, 8],
-                "sigma2": 0.5,
-                "s_values": [0.0, 0.25, 0.5, 0.75, 1.0],
-                "trials": 10000,
-                "mask": "independent",
-            },
-            "full": {
-                "width": 32,
-                "depths": [4, 8, 12],
-                "sigma2": 0.5,
-                "s_values": [0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0],
-                "trials": 40000,
-                "mask": "independent",
-            },
+EXPERIMENT = Experiment(
+    id="J5",
+    statement="NAS: with skip connections present with probability s, the expected gradient norm is a predictable function of s.",
+    source="001",
+    expected=(
+        "for x_{k+1} = (W_k + b_k I) x_k, W_k ~ N(0, sigma^2/n), b_k ~ Bernoulli(s) independent per layer, "
+        "E ||g_0||^2 / ||g_L||^2 = (sigma^2 + s)^L exactly; Monte Carlo over masks and weights agrees"
+    ),
+    refuted_if=(
+        f"at some (L, s) the Monte Carlo mean differs from (sigma^2 + s)^L by more than {J5_Z_MAX:g} standard errors "
+        "(the larger of the sample SE and the SE the model predicts)"
+    ),
+    presets={
+        "tiny": {
+            "width": 8,
+            "depths": [4],
+            "sigma2": 0.5,
+            "s_values": [0.0, 0.5, 1.0],
+            "trials": 2000,
+            "mask": "independent",
         },
-        measure=_measure_j5,
-        judge=_judge_j5,
-        plot=_plot_j5,
-        counterexample={"mask": "tied"},
-        references=(
-            "Veit et al. 2016, Residual networks behave like ensembles of relatively shallow networks",
-            "Huang et al. 2016, Deep networks with stochastic depth",
-        ),
-    )
+        "quick": {
+            "width": 16,
+            "depths": [4, 8],
+            "sigma2": 0.5,
+            "s_values": [0.0, 0.25, 0.5, 0.75, 1.0],
+            "trials": 10000,
+            "mask": "independent",
+        },
+        "full": {
+            "width": 32,
+            "depths": [4, 8, 12],
+            "sigma2": 0.5,
+            "s_values": [0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0],
+            "trials": 40000,
+            "mask": "independent",
+        },
+    },
+    measure=_measure_j5,
+    judge=_judge_j5,
+    plot=_plot_j5,
+    counterexample={"mask": "tied"},
+    references=(
+        "Veit et al. 2016, Residual networks behave like ensembles of relatively shallow networks",
+        "Huang et al. 2016, Deep networks with stochastic depth",
+    ),
 )

@@ -12,10 +12,11 @@ import torch
 from torch import nn
 
 from depthscope.ledger._data import digits
-from depthscope.ledger._experiment import Experiment, Judgement, confirmed, qualified, refuted, register_experiment
+from depthscope.ledger._experiment import Experiment, Judgement, confirmed, qualified, refuted
 from depthscope.ledger._train import train_classifier
-from depthscope.ledger.claims._engineering_common import DIGITS_FEATURES, _run_seeds
+from depthscope.ledger.claims._engineering_common import DIGITS_FEATURES
 from depthscope.ledger.claims._residual_common import _per_example_jacobian
+from depthscope.ledger.claims._seeds import run_seeds
 from depthscope.zoo import create_model
 
 J6_GRACEFUL_RATIO = 0.5  # residual accuracy lost per deleted branch / plain accuracy lost per deleted layer
@@ -91,7 +92,7 @@ def _measure_j6(setting: Mapping[str, Any], seed: int) -> dict:
     alpha = setting["branch_scale"] / math.sqrt(depth)
     xp, yp = data.x_test[: setting["n_path_examples"]], data.y_test[: setting["n_path_examples"]]
     runs = []
-    for run_seed in _run_seeds(seed, setting["seeds"]):
+    for run_seed in run_seeds(seed, setting["seeds"]):
         nets = {}
         torch.manual_seed(run_seed)
         nets["residual"] = create_model(
@@ -196,55 +197,53 @@ def _plot_j6(m: Mapping[str, Any], setting: Mapping[str, Any]):
     return fig
 
 
-register_experiment(
-    Experiment(
-        id="J6",
-        statement="Pruning residual branches changes the effective depth and the number of gradient paths.",
-        source="001",
-        expected=(
-            "deleting one branch of a trained residual MLP removes half of its 2^L paths and shortens the gradient-weighted "
-            "path length, and costs little accuracy, while deleting one layer of a plain MLP of the same depth breaks it "
-            "(Veit et al. 2016's lesion study)"
-        ),
-        refuted_if=(
-            f"the residual net loses at least {J6_GRACEFUL_RATIO} x the test accuracy the plain net loses per deleted block "
-            f"(mean over blocks and seeds), or the path contributions do not sum to the autograd gradient (rel. error > "
-            f"{J6_DECOMPOSITION_TOL:g}); qualified if some single deletion costs more than {J6_WORST_DROP} accuracy or pruning "
-            "does not shorten the effective path length"
-        ),
-        presets={
-            "tiny": {
-                "depth": 4,
-                "width": 16,
-                "branch_scale": 1.0,
-                "train_steps": 100,
-                "seeds": 1,
-                "n_path_examples": 32,
-            },
-            "quick": {
-                "depth": 12,
-                "width": 32,
-                "branch_scale": 1.0,
-                "train_steps": 400,
-                "seeds": 2,
-                "n_path_examples": 64,
-            },
-            "full": {
-                "depth": 24,
-                "width": 64,
-                "branch_scale": 1.0,
-                "train_steps": 3000,
-                "seeds": 3,
-                "n_path_examples": 256,
-            },
+EXPERIMENT = Experiment(
+    id="J6",
+    statement="Pruning residual branches changes the effective depth and the number of gradient paths.",
+    source="001",
+    expected=(
+        "deleting one branch of a trained residual MLP removes half of its 2^L paths and shortens the gradient-weighted "
+        "path length, and costs little accuracy, while deleting one layer of a plain MLP of the same depth breaks it "
+        "(Veit et al. 2016's lesion study)"
+    ),
+    refuted_if=(
+        f"the residual net loses at least {J6_GRACEFUL_RATIO} x the test accuracy the plain net loses per deleted block "
+        f"(mean over blocks and seeds), or the path contributions do not sum to the autograd gradient (rel. error > "
+        f"{J6_DECOMPOSITION_TOL:g}); qualified if some single deletion costs more than {J6_WORST_DROP} accuracy or pruning "
+        "does not shorten the effective path length"
+    ),
+    presets={
+        "tiny": {
+            "depth": 4,
+            "width": 16,
+            "branch_scale": 1.0,
+            "train_steps": 100,
+            "seeds": 1,
+            "n_path_examples": 32,
         },
-        measure=_measure_j6,
-        judge=_judge_j6,
-        plot=_plot_j6,
-        counterexample={"branch_scale": 4.0},
-        references=(
-            "Veit et al. 2016, Residual networks behave like ensembles of relatively shallow networks",
-            "Huang et al. 2016, Deep networks with stochastic depth",
-        ),
-    )
+        "quick": {
+            "depth": 12,
+            "width": 32,
+            "branch_scale": 1.0,
+            "train_steps": 400,
+            "seeds": 2,
+            "n_path_examples": 64,
+        },
+        "full": {
+            "depth": 24,
+            "width": 64,
+            "branch_scale": 1.0,
+            "train_steps": 3000,
+            "seeds": 3,
+            "n_path_examples": 256,
+        },
+    },
+    measure=_measure_j6,
+    judge=_judge_j6,
+    plot=_plot_j6,
+    counterexample={"branch_scale": 4.0},
+    references=(
+        "Veit et al. 2016, Residual networks behave like ensembles of relatively shallow networks",
+        "Huang et al. 2016, Deep networks with stochastic depth",
+    ),
 )

@@ -10,9 +10,8 @@ import numpy as np
 import scipy.integrate
 import scipy.linalg
 
-from depthscope.dynamics import ROBER, solve_ivp
-from depthscope.dynamics._bdf2 import BETA0, GAMMA, newton_matrix, tolerances_for_local
-from depthscope.ledger._experiment import Experiment, Judgement, confirmed, refuted, register_experiment
+from depthscope.dynamics import BETA0, GAMMA, ROBER, newton_matrix, solve_ivp, tolerances_for_local
+from depthscope.ledger._experiment import Experiment, Judgement, confirmed, refuted
 
 J7_ORDER = 2  # BDF-2
 J7_EXACT_TOL = 1e-12  # Newton matrix vs I - h beta0 J, relative to max |entry| (same float64 formula)
@@ -230,61 +229,59 @@ def _plot_j7(m: Mapping[str, Any], setting: Mapping[str, Any]):
     return fig
 
 
-register_experiment(
-    Experiment(
-        id="J7",
-        statement=(
-            "BDF-2's Newton matrix is I - h beta0 J_f; the implicit method stays stable with large steps on stiff problems "
-            "where explicit methods need tiny ones."
-        ),
-        source="001",
-        expected=(
-            "depthscope's BDF-2 Newton matrix equals I - h (2/3) J and the Jacobian of its residual; its step map has spectral "
-            "radius <= 1 for all h on a stiff linear system while explicit Euler's exceeds 1 beyond h |lambda| = 2; with the same "
-            "per-step error test BDF-2's largest step is >= 10x RK45's on a stiff linear system and on ROBER, and BDF-2 stays accurate"
-        ),
-        refuted_if=(
-            f"the Newton matrix differs from I - h beta0 J by more than {J7_EXACT_TOL:g} (or from the residual's central-"
-            f"difference Jacobian by more than {J7_FD_TOL:g}), relative; or BDF-2's step map has spectral radius > 1 + 1e-12 "
-            f"at some h; or BDF-2's end state is off by more than {J7_ACCURACY:g}; or BDF-2's largest step is less than "
-            f"{J7_STEP_RATIO_MIN:g}x RK45's on either problem"
-        ),
-        presets={
-            "tiny": {
-                "n": 6,
-                "stiffness": 1e3,
-                "t_end": 3.0,
-                "rtol": 1e-4,
-                "rober_t_end": 1.0,
-                "n_check": 5,
-                "h_lambda_range": [0.1, 1e4],
-            },
-            "quick": {
-                "n": 8,
-                "stiffness": 1e4,
-                "t_end": 10.0,
-                "rtol": 1e-4,
-                "rober_t_end": 10.0,
-                "n_check": 10,
-                "h_lambda_range": [0.1, 1e5],
-            },
-            "full": {
-                "n": 16,
-                "stiffness": 1e5,
-                "t_end": 10.0,
-                "rtol": 1e-4,
-                "rober_t_end": 40.0,
-                "n_check": 40,
-                "h_lambda_range": [0.1, 1e6],
-            },
+EXPERIMENT = Experiment(
+    id="J7",
+    statement=(
+        "BDF-2's Newton matrix is I - h beta0 J_f; the implicit method stays stable with large steps on stiff problems "
+        "where explicit methods need tiny ones."
+    ),
+    source="001",
+    expected=(
+        "depthscope's BDF-2 Newton matrix equals I - h (2/3) J and the Jacobian of its residual; its step map has spectral "
+        "radius <= 1 for all h on a stiff linear system while explicit Euler's exceeds 1 beyond h |lambda| = 2; with the same "
+        "per-step error test BDF-2's largest step is >= 10x RK45's on a stiff linear system and on ROBER, and BDF-2 stays accurate"
+    ),
+    refuted_if=(
+        f"the Newton matrix differs from I - h beta0 J by more than {J7_EXACT_TOL:g} (or from the residual's central-"
+        f"difference Jacobian by more than {J7_FD_TOL:g}), relative; or BDF-2's step map has spectral radius > 1 + 1e-12 "
+        f"at some h; or BDF-2's end state is off by more than {J7_ACCURACY:g}; or BDF-2's largest step is less than "
+        f"{J7_STEP_RATIO_MIN:g}x RK45's on either problem"
+    ),
+    presets={
+        "tiny": {
+            "n": 6,
+            "stiffness": 1e3,
+            "t_end": 3.0,
+            "rtol": 1e-4,
+            "rober_t_end": 1.0,
+            "n_check": 5,
+            "h_lambda_range": [0.1, 1e4],
         },
-        measure=_measure_j7,
-        judge=_judge_j7,
-        plot=_plot_j7,
-        counterexample={"stiffness": 1.0},
-        references=(
-            "Hairer & Wanner, Solving Ordinary Differential Equations II (stiff problems; ROBER)",
-            "Shampine & Reichelt 1997, The MATLAB ODE suite (quasi-constant-step BDF)",
-        ),
-    )
+        "quick": {
+            "n": 8,
+            "stiffness": 1e4,
+            "t_end": 10.0,
+            "rtol": 1e-4,
+            "rober_t_end": 10.0,
+            "n_check": 10,
+            "h_lambda_range": [0.1, 1e5],
+        },
+        "full": {
+            "n": 16,
+            "stiffness": 1e5,
+            "t_end": 10.0,
+            "rtol": 1e-4,
+            "rober_t_end": 40.0,
+            "n_check": 40,
+            "h_lambda_range": [0.1, 1e6],
+        },
+    },
+    measure=_measure_j7,
+    judge=_judge_j7,
+    plot=_plot_j7,
+    counterexample={"stiffness": 1.0},
+    references=(
+        "Hairer & Wanner, Solving Ordinary Differential Equations II (stiff problems; ROBER)",
+        "Shampine & Reichelt 1997, The MATLAB ODE suite (quasi-constant-step BDF)",
+    ),
 )

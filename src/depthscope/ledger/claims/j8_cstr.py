@@ -20,7 +20,7 @@ from depthscope.dynamics import (
     gray_scott_upper,
     steady_states,
 )
-from depthscope.ledger._experiment import Experiment, Judgement, confirmed, qualified, refuted, register_experiment
+from depthscope.ledger._experiment import Experiment, Judgement, confirmed, qualified, refuted
 
 J8_JACOBIAN_TOL = 1e-12  # max |J_CSTR - (J_closed - D I)| (autograd, float64)
 J8_EIGEN_TOL = 1e-10  # max |eig(J_CSTR) - (eig(J_closed) - D)| at a fixed state
@@ -220,61 +220,59 @@ def _plot_j8(m: Mapping[str, Any], setting: Mapping[str, Any]):
     return fig
 
 
-register_experiment(
-    Experiment(
-        id="J8",
-        statement=(
-            "CSTR: J_CSTR = J_closed - D I; dilution shifts every eigenvalue by -D and stabilises a mode with lambda > 0 "
-            "once D > lambda."
-        ),
-        source="001",
-        expected=(
-            "autograd J_CSTR equals J_closed - D I and its eigenvalues are those of J_closed minus D at any fixed state "
-            "(Gray-Scott and an exothermic CSTR); Gray-Scott (k = 0.05) loses its unstable mode at D_H = 0.0254763 (find_hopf) "
-            "= the root of (D + k)^2 = D sqrt(k), where the closed mode's Re lambda equals D_H"
-        ),
-        refuted_if=(
-            f"max |J_CSTR - (J_closed - D I)| > {J8_JACOBIAN_TOL:g} or an eigenvalue deviates from eig(J_closed) - D by more "
-            f"than {J8_EIGEN_TOL:g}; or find_hopf misses the closed form by more than {J8_HOPF_TOL:g}; or the upper branch is "
-            f"not unstable below and stable above D_H. Qualified if along the branch d Re(lambda)/dD differs from -1 by more "
-            f"than {J8_SHIFT_TOL:.0%} (the steady state moving with D)"
-        ),
-        presets={
-            "tiny": {
-                "k": 0.05,
-                "dilutions": [0.0, 0.03],
-                "n_states": 3,
-                "hopf_bracket": [0.02, 0.05],
-                "margin": 0.003,
-                "d_ref": 0.02,
-                "retained": [],
-            },
-            "quick": {
-                "k": 0.05,
-                "dilutions": [0.0, 0.01, 0.03, 0.1],
-                "n_states": 10,
-                "hopf_bracket": [0.02, 0.05],
-                "margin": 0.003,
-                "d_ref": 0.02,
-                "retained": [],
-            },
-            "full": {
-                "k": 0.05,
-                "dilutions": [0.0, 0.001, 0.01, 0.03, 0.1, 1.0],
-                "n_states": 100,
-                "hopf_bracket": [0.02, 0.05],
-                "margin": 0.001,
-                "d_ref": 0.02,
-                "retained": [],
-            },
+EXPERIMENT = Experiment(
+    id="J8",
+    statement=(
+        "CSTR: J_CSTR = J_closed - D I; dilution shifts every eigenvalue by -D and stabilises a mode with lambda > 0 "
+        "once D > lambda."
+    ),
+    source="001",
+    expected=(
+        "autograd J_CSTR equals J_closed - D I and its eigenvalues are those of J_closed minus D at any fixed state "
+        "(Gray-Scott and an exothermic CSTR); Gray-Scott (k = 0.05) loses its unstable mode at D_H = 0.0254763 (find_hopf) "
+        "= the root of (D + k)^2 = D sqrt(k), where the closed mode's Re lambda equals D_H"
+    ),
+    refuted_if=(
+        f"max |J_CSTR - (J_closed - D I)| > {J8_JACOBIAN_TOL:g} or an eigenvalue deviates from eig(J_closed) - D by more "
+        f"than {J8_EIGEN_TOL:g}; or find_hopf misses the closed form by more than {J8_HOPF_TOL:g}; or the upper branch is "
+        f"not unstable below and stable above D_H. Qualified if along the branch d Re(lambda)/dD differs from -1 by more "
+        f"than {J8_SHIFT_TOL:.0%} (the steady state moving with D)"
+    ),
+    presets={
+        "tiny": {
+            "k": 0.05,
+            "dilutions": [0.0, 0.03],
+            "n_states": 3,
+            "hopf_bracket": [0.02, 0.05],
+            "margin": 0.003,
+            "d_ref": 0.02,
+            "retained": [],
         },
-        measure=_measure_j8,
-        judge=_judge_j8,
-        plot=_plot_j8,
-        counterexample={"retained": ["b"]},
-        references=(
-            "Gray & Scott 1983/1984, autocatalytic reactions in the isothermal CSTR",
-            "Uppal, Ray & Poore 1974, dynamic behaviour of continuous stirred tank reactors",
-        ),
-    )
+        "quick": {
+            "k": 0.05,
+            "dilutions": [0.0, 0.01, 0.03, 0.1],
+            "n_states": 10,
+            "hopf_bracket": [0.02, 0.05],
+            "margin": 0.003,
+            "d_ref": 0.02,
+            "retained": [],
+        },
+        "full": {
+            "k": 0.05,
+            "dilutions": [0.0, 0.001, 0.01, 0.03, 0.1, 1.0],
+            "n_states": 100,
+            "hopf_bracket": [0.02, 0.05],
+            "margin": 0.001,
+            "d_ref": 0.02,
+            "retained": [],
+        },
+    },
+    measure=_measure_j8,
+    judge=_judge_j8,
+    plot=_plot_j8,
+    counterexample={"retained": ["b"]},
+    references=(
+        "Gray & Scott 1983/1984, autocatalytic reactions in the isothermal CSTR",
+        "Uppal, Ray & Poore 1974, dynamic behaviour of continuous stirred tank reactors",
+    ),
 )

@@ -11,7 +11,7 @@ import torch
 
 from depthscope.dynamics import FIBONACCI, analyze_linear_recurrence, fibonacci
 from depthscope.estimators import lyapunov
-from depthscope.ledger._experiment import Experiment, Judgement, confirmed, qualified, refuted, register_experiment
+from depthscope.ledger._experiment import Experiment, Judgement, confirmed, qualified, refuted
 from depthscope.ledger.claims._norm_common import DTYPE, NORM_PRESERVATION_PAPER, PLOT_FLOOR
 
 PHI = (1.0 + math.sqrt(5.0)) / 2.0
@@ -160,32 +160,30 @@ def _plot_n1(m: Mapping[str, Any], setting: Mapping[str, Any]):
     return fig
 
 
-register_experiment(
-    Experiment(
-        id="N1",
-        statement=(
-            "Fibonacci matrix [[1,1],[1,0]] has eigenvalues phi ~ 1.618 and psi ~ -0.618; the state grows "
-            "like phi^n and aligns with phi's eigenvector."
-        ),
-        source="002",
-        expected=(
-            "eigenvalues (1 +- sqrt 5)/2; ln||x_n|| - n ln phi converges (growth rate ln phi = 0.4812); the angle "
-            "to phi's eigenvector decays like (|psi|/phi)^n = 0.382^n; Lyapunov spectrum +-ln phi"
-        ),
-        refuted_if=(
-            "the eigenvalues differ from (1 +- sqrt 5)/2 by more than 1e-12, or the growth rate fitted over the "
-            "second half of the run differs from ln phi by more than 0.1%, or the angle to phi's eigenvector after "
-            "n steps exceeds 1e-8 rad, or the Lyapunov exponents differ from +-ln phi by more than 1e-9"
-        ),
-        presets={
-            "tiny": {"n_steps": 30, "lyap_steps": 200, "start": "unit"},
-            "quick": {"n_steps": 200, "lyap_steps": 5000, "start": "unit"},
-            "full": {"n_steps": 2000, "lyap_steps": 100000, "start": "unit"},
-        },
-        measure=_measure_n1,
-        judge=_judge_n1,
-        plot=_plot_n1,
-        counterexample={"start": "psi"},
-        references=(NORM_PRESERVATION_PAPER,),
-    )
+EXPERIMENT = Experiment(
+    id="N1",
+    statement=(
+        "Fibonacci matrix [[1,1],[1,0]] has eigenvalues phi ~ 1.618 and psi ~ -0.618; the state grows "
+        "like phi^n and aligns with phi's eigenvector."
+    ),
+    source="002",
+    expected=(
+        "eigenvalues (1 +- sqrt 5)/2; ln||x_n|| - n ln phi converges (growth rate ln phi = 0.4812); the angle "
+        "to phi's eigenvector decays like (|psi|/phi)^n = 0.382^n; Lyapunov spectrum +-ln phi"
+    ),
+    refuted_if=(
+        "the eigenvalues differ from (1 +- sqrt 5)/2 by more than 1e-12, or the growth rate fitted over the "
+        "second half of the run differs from ln phi by more than 0.1%, or the angle to phi's eigenvector after "
+        "n steps exceeds 1e-8 rad, or the Lyapunov exponents differ from +-ln phi by more than 1e-9"
+    ),
+    presets={
+        "tiny": {"n_steps": 30, "lyap_steps": 200, "start": "unit"},
+        "quick": {"n_steps": 200, "lyap_steps": 5000, "start": "unit"},
+        "full": {"n_steps": 2000, "lyap_steps": 100000, "start": "unit"},
+    },
+    measure=_measure_n1,
+    judge=_judge_n1,
+    plot=_plot_n1,
+    counterexample={"start": "psi"},
+    references=(NORM_PRESERVATION_PAPER,),
 )

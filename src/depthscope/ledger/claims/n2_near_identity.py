@@ -9,8 +9,9 @@ import numpy as np
 import torch
 
 from depthscope.chain import Chain
-from depthscope.ledger._experiment import Experiment, Judgement, confirmed, qualified, refuted, register_experiment
-from depthscope.ledger.claims._norm_common import DTYPE, NORM_PRESERVATION_PAPER, PLOT_FLOOR, SEED_STRIDE
+from depthscope.ledger._experiment import Experiment, Judgement, confirmed, qualified, refuted
+from depthscope.ledger.claims._norm_common import DTYPE, NORM_PRESERVATION_PAPER, PLOT_FLOOR
+from depthscope.ledger.claims._seeds import SEED_STRIDE
 from depthscope.probing import probe
 from depthscope.zoo import create_model
 
@@ -122,39 +123,37 @@ def _plot_n2(m: Mapping[str, Any], setting: Mapping[str, Any]):
     return fig
 
 
-register_experiment(
-    Experiment(
-        id="N2",
-        statement="A residual block's Jacobian I + DF has singular values near 1 when ||DF|| is small.",
-        source="002",
-        expected=(
-            "for zoo residual MLP blocks x + alpha W2 relu(W1 x) at every branch scale alpha, every singular value "
-            "of the block Jacobian lies within ||DF||_2 of 1, so blocks with ||DF||_2 <= 0.1 have all singular "
-            "values in [0.9, 1.1]; larger alpha spreads them"
-        ),
-        refuted_if=(
-            "some block's singular values (exact SVD, float64) lie farther from 1 than the spectral norm of its "
-            "branch Jacobian DF (exact SVD at the same input) by more than 1e-9"
-        ),
-        presets={
-            "tiny": {"width": 8, "blocks": 3, "alphas": [0.01, 0.1, 1.0], "identity_path": True},
-            "quick": {
-                "width": 64,
-                "blocks": 6,
-                "alphas": [0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0],
-                "identity_path": True,
-            },
-            "full": {
-                "width": 256,
-                "blocks": 12,
-                "alphas": [0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0],
-                "identity_path": True,
-            },
+EXPERIMENT = Experiment(
+    id="N2",
+    statement="A residual block's Jacobian I + DF has singular values near 1 when ||DF|| is small.",
+    source="002",
+    expected=(
+        "for zoo residual MLP blocks x + alpha W2 relu(W1 x) at every branch scale alpha, every singular value "
+        "of the block Jacobian lies within ||DF||_2 of 1, so blocks with ||DF||_2 <= 0.1 have all singular "
+        "values in [0.9, 1.1]; larger alpha spreads them"
+    ),
+    refuted_if=(
+        "some block's singular values (exact SVD, float64) lie farther from 1 than the spectral norm of its "
+        "branch Jacobian DF (exact SVD at the same input) by more than 1e-9"
+    ),
+    presets={
+        "tiny": {"width": 8, "blocks": 3, "alphas": [0.01, 0.1, 1.0], "identity_path": True},
+        "quick": {
+            "width": 64,
+            "blocks": 6,
+            "alphas": [0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0],
+            "identity_path": True,
         },
-        measure=_measure_n2,
-        judge=_judge_n2,
-        plot=_plot_n2,
-        counterexample={"identity_path": False},
-        references=(NORM_PRESERVATION_PAPER,),
-    )
+        "full": {
+            "width": 256,
+            "blocks": 12,
+            "alphas": [0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0],
+            "identity_path": True,
+        },
+    },
+    measure=_measure_n2,
+    judge=_judge_n2,
+    plot=_plot_n2,
+    counterexample={"identity_path": False},
+    references=(NORM_PRESERVATION_PAPER,),
 )

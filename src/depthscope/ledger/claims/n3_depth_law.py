@@ -9,8 +9,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from depthscope.ledger._experiment import Experiment, Judgement, confirmed, qualified, refuted, register_experiment
-from depthscope.ledger.claims._norm_common import DTYPE, NORM_PRESERVATION_PAPER, SEED_STRIDE
+from depthscope.ledger._experiment import Experiment, Judgement, confirmed, qualified, refuted
+from depthscope.ledger.claims._norm_common import DTYPE, NORM_PRESERVATION_PAPER
+from depthscope.ledger.claims._seeds import SEED_STRIDE
 from depthscope.probing import probe
 from depthscope.zoo import create_model
 
@@ -152,60 +153,58 @@ def _plot_n3(m: Mapping[str, Any], setting: Mapping[str, Any]):
     return fig
 
 
-register_experiment(
-    Experiment(
-        id="N3",
-        statement=(
-            "The gradient norm ratio across a block lies within 1 +- delta with delta = c log(2L)/L: deeper "
-            "residual networks are more norm-preserving."
-        ),
-        source="002",
-        expected=(
-            "for zoo residual MLPs (ReLU, critical init, branch scale alpha = 1/sqrt(L)) at initialisation, "
-            "delta = max_k |grad_ratio_k - 1| (ds.probe) decreases with depth L, and c log(2L)/L fits delta(L) "
-            "at least as well as c/sqrt(L) and c/L"
-        ),
-        refuted_if=(
-            "delta does not decrease with depth: the exponent of a power-law fit delta ~ L^b is above -0.1, or "
-            "delta at the largest depth is not below delta at the smallest. Qualified if it decreases but another "
-            "law's RMS log error is 1.25x smaller than that of c log(2L)/L, or if it decreases only when the "
-            "branches shrink with depth (the fixed-alpha comparison does not decrease)"
-        ),
-        presets={
-            "tiny": {
-                "depths": [2, 4, 8, 16],
-                "seeds": 2,
-                "width": 16,
-                "batch": 2,
-                "alpha": N3_DEPTH_SCALED,
-                "fixed_alpha": 1.0,
-            },
-            "quick": {
-                "depths": [4, 8, 16, 32, 64, 128, 256],
-                "seeds": 3,
-                "width": 32,
-                "batch": 4,
-                "alpha": N3_DEPTH_SCALED,
-                "fixed_alpha": 1.0,
-            },
-            "full": {
-                "depths": [4, 8, 16, 32, 64, 128, 256, 512, 1024],
-                "seeds": 5,
-                "width": 64,
-                "batch": 8,
-                "alpha": N3_DEPTH_SCALED,
-                "fixed_alpha": 1.0,
-            },
+EXPERIMENT = Experiment(
+    id="N3",
+    statement=(
+        "The gradient norm ratio across a block lies within 1 +- delta with delta = c log(2L)/L: deeper "
+        "residual networks are more norm-preserving."
+    ),
+    source="002",
+    expected=(
+        "for zoo residual MLPs (ReLU, critical init, branch scale alpha = 1/sqrt(L)) at initialisation, "
+        "delta = max_k |grad_ratio_k - 1| (ds.probe) decreases with depth L, and c log(2L)/L fits delta(L) "
+        "at least as well as c/sqrt(L) and c/L"
+    ),
+    refuted_if=(
+        "delta does not decrease with depth: the exponent of a power-law fit delta ~ L^b is above -0.1, or "
+        "delta at the largest depth is not below delta at the smallest. Qualified if it decreases but another "
+        "law's RMS log error is 1.25x smaller than that of c log(2L)/L, or if it decreases only when the "
+        "branches shrink with depth (the fixed-alpha comparison does not decrease)"
+    ),
+    presets={
+        "tiny": {
+            "depths": [2, 4, 8, 16],
+            "seeds": 2,
+            "width": 16,
+            "batch": 2,
+            "alpha": N3_DEPTH_SCALED,
+            "fixed_alpha": 1.0,
         },
-        measure=_measure_n3,
-        judge=_judge_n3,
-        plot=_plot_n3,
-        counterexample={"alpha": 1.0},
-        references=(
-            NORM_PRESERVATION_PAPER,
-            "P. L. Bartlett, S. N. Evans, P. M. Long, Representing smooth functions as compositions of near-identity "
-            "functions with implications for deep network optimization, arXiv:1804.05012, 2018",
-            "S. Hayou, E. Clerico, B. He, G. Deligiannidis, A. Doucet, J. Rousseau, Stable ResNet, AISTATS 2021",
-        ),
-    )
+        "quick": {
+            "depths": [4, 8, 16, 32, 64, 128, 256],
+            "seeds": 3,
+            "width": 32,
+            "batch": 4,
+            "alpha": N3_DEPTH_SCALED,
+            "fixed_alpha": 1.0,
+        },
+        "full": {
+            "depths": [4, 8, 16, 32, 64, 128, 256, 512, 1024],
+            "seeds": 5,
+            "width": 64,
+            "batch": 8,
+            "alpha": N3_DEPTH_SCALED,
+            "fixed_alpha": 1.0,
+        },
+    },
+    measure=_measure_n3,
+    judge=_judge_n3,
+    plot=_plot_n3,
+    counterexample={"alpha": 1.0},
+    references=(
+        NORM_PRESERVATION_PAPER,
+        "P. L. Bartlett, S. N. Evans, P. M. Long, Representing smooth functions as compositions of near-identity "
+        "functions with implications for deep network optimization, arXiv:1804.05012, 2018",
+        "S. Hayou, E. Clerico, B. He, G. Deligiannidis, A. Doucet, J. Rousseau, Stable ResNet, AISTATS 2021",
+    ),
 )

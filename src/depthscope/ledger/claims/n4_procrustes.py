@@ -9,8 +9,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from depthscope.ledger._experiment import Experiment, Judgement, confirmed, qualified, refuted, register_experiment
-from depthscope.ledger.claims._norm_common import DTYPE, NORM_PRESERVATION_PAPER, SEED_STRIDE
+from depthscope.ledger._experiment import Experiment, Judgement, confirmed, qualified, refuted
+from depthscope.ledger.claims._norm_common import DTYPE, NORM_PRESERVATION_PAPER
+from depthscope.ledger.claims._seeds import SEED_STRIDE
 from depthscope.probing import probe
 from depthscope.zoo import conv_operator_singular_values, create_model
 from depthscope.zoo.cifar_resnet import CIFAR_CHANNELS, PreActBlock
@@ -216,67 +217,65 @@ def _plot_n4(m: Mapping[str, Any], setting: Mapping[str, Any]):
     return fig
 
 
-register_experiment(
-    Experiment(
-        id="N4",
-        statement=(
-            "Transition (projection) blocks break norm preservation; making their nonzero singular values equal "
-            "(Procrustes, iterative, matrix products only, no SVD) restores it."
-        ),
-        source="002",
-        expected=(
-            "in a zoo ProcResNet with near-identity identity blocks, random-init 1x1 strided transitions change "
-            "the gradient norm by more than any identity block; after procrustes_ their nonzero singular values "
-            "are all sqrt(c_out/c_in) and their gradient ratio lies within the identity blocks' band"
-        ),
-        refuted_if=(
-            "after Procrustes the transitions' nonzero singular values differ by more than 1e-6 (relative), or the "
-            "projected transitions' RMS |ln grad_ratio| is not below that of the random-init transitions. "
-            "Qualified if random transitions stay inside the identity blocks' band (nothing to restore) or "
-            "projected ones stay outside it (narrowed, not restored)"
-        ),
-        presets={
-            "tiny": {
-                "n": 1,
-                "width": 0.25,
-                "input_size": 8,
-                "batch": 4,
-                "seeds": 2,
-                "branch_scale": 0.1,
-                "target_gain": 1.0,
-                "kernel3_channels": 4,
-                "kernel3_size": 6,
-            },
-            "quick": {
-                "n": 1,
-                "width": 0.25,
-                "input_size": 8,
-                "batch": 4,
-                "seeds": 12,
-                "branch_scale": 0.1,
-                "target_gain": 1.0,
-                "kernel3_channels": 16,
-                "kernel3_size": 8,
-            },
-            "full": {
-                "n": 3,
-                "width": 1.0,
-                "input_size": 32,
-                "batch": 4,
-                "seeds": 8,
-                "branch_scale": 0.1,
-                "target_gain": 1.0,
-                "kernel3_channels": 64,
-                "kernel3_size": 16,
-            },
+EXPERIMENT = Experiment(
+    id="N4",
+    statement=(
+        "Transition (projection) blocks break norm preservation; making their nonzero singular values equal "
+        "(Procrustes, iterative, matrix products only, no SVD) restores it."
+    ),
+    source="002",
+    expected=(
+        "in a zoo ProcResNet with near-identity identity blocks, random-init 1x1 strided transitions change "
+        "the gradient norm by more than any identity block; after procrustes_ their nonzero singular values "
+        "are all sqrt(c_out/c_in) and their gradient ratio lies within the identity blocks' band"
+    ),
+    refuted_if=(
+        "after Procrustes the transitions' nonzero singular values differ by more than 1e-6 (relative), or the "
+        "projected transitions' RMS |ln grad_ratio| is not below that of the random-init transitions. "
+        "Qualified if random transitions stay inside the identity blocks' band (nothing to restore) or "
+        "projected ones stay outside it (narrowed, not restored)"
+    ),
+    presets={
+        "tiny": {
+            "n": 1,
+            "width": 0.25,
+            "input_size": 8,
+            "batch": 4,
+            "seeds": 2,
+            "branch_scale": 0.1,
+            "target_gain": 1.0,
+            "kernel3_channels": 4,
+            "kernel3_size": 6,
         },
-        measure=_measure_n4,
-        judge=_judge_n4,
-        plot=_plot_n4,
-        counterexample={"target_gain": 0.5},
-        references=(
-            NORM_PRESERVATION_PAPER,
-            "H. Sedghi, V. Gupta, P. M. Long, The singular values of convolutional layers, ICLR 2019",
-        ),
-    )
+        "quick": {
+            "n": 1,
+            "width": 0.25,
+            "input_size": 8,
+            "batch": 4,
+            "seeds": 12,
+            "branch_scale": 0.1,
+            "target_gain": 1.0,
+            "kernel3_channels": 16,
+            "kernel3_size": 8,
+        },
+        "full": {
+            "n": 3,
+            "width": 1.0,
+            "input_size": 32,
+            "batch": 4,
+            "seeds": 8,
+            "branch_scale": 0.1,
+            "target_gain": 1.0,
+            "kernel3_channels": 64,
+            "kernel3_size": 16,
+        },
+    },
+    measure=_measure_n4,
+    judge=_judge_n4,
+    plot=_plot_n4,
+    counterexample={"target_gain": 0.5},
+    references=(
+        NORM_PRESERVATION_PAPER,
+        "H. Sedghi, V. Gupta, P. M. Long, The singular values of convolutional layers, ICLR 2019",
+    ),
 )

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from depthscope.ledger._experiment import Experiment, Judgement, confirmed, qualified, refuted, register_experiment
+from depthscope.ledger._experiment import Experiment, Judgement, confirmed, qualified, refuted
 from depthscope.ledger.claims._training_common import _data, _row_cosine
 from depthscope.zoo.mlp import ResidualBlock
 
@@ -205,63 +205,61 @@ def _plot_r1(m: Mapping[str, Any], setting: Mapping[str, Any]):
     return fig
 
 
-register_experiment(
-    Experiment(
-        id="R1",
-        statement="y = x + F(x); after training, F(x) aligns with the error t - x (positive cosine).",
-        source="000",
-        expected=(
-            "residual blocks y = x + F(x) trained to map noisy digits x to clean digits t have, on held-out "
-            "examples, a clearly positive mean cosine between F(x) and t - x, against ~0 before training"
-        ),
-        refuted_if=(
-            f"after training, the mean held-out cosine between the learned residual x_L - x_0 and t - x_0 is "
-            f"<= {R1_ALIGNED_MIN} for some stack depth (a single block is depth 1); qualified if the residual "
-            f"aligns as a whole but a trained stack does not beat the identity map on held-out data, or some block "
-            f"of a deeper stack has cos(F_k(x_k), t - x_k) <= {R1_ALIGNED_MIN}"
-        ),
-        presets={
-            "tiny": {
-                "dataset": "digits",
-                "n_train": 600,
-                "n_test": 200,
-                "noise": 0.3,
-                "target": "clean",
-                "depths": [1, 2],
-                "steps": 150,
-                "lr": 3e-3,
-                "batch": 128,
-            },
-            "quick": {
-                "dataset": "digits",
-                "n_train": None,
-                "n_test": None,
-                "noise": 0.3,
-                "target": "clean",
-                "depths": [1, 4],
-                "steps": 600,
-                "lr": 3e-3,
-                "batch": 128,
-            },
-            "full": {
-                "dataset": "mnist",
-                "n_train": None,
-                "n_test": None,
-                "noise": 0.3,
-                "target": "clean",
-                "depths": [1, 4, 8],
-                "steps": 1500,
-                "lr": 1e-3,
-                "batch": 128,
-            },
+EXPERIMENT = Experiment(
+    id="R1",
+    statement="y = x + F(x); after training, F(x) aligns with the error t - x (positive cosine).",
+    source="000",
+    expected=(
+        "residual blocks y = x + F(x) trained to map noisy digits x to clean digits t have, on held-out "
+        "examples, a clearly positive mean cosine between F(x) and t - x, against ~0 before training"
+    ),
+    refuted_if=(
+        f"after training, the mean held-out cosine between the learned residual x_L - x_0 and t - x_0 is "
+        f"<= {R1_ALIGNED_MIN} for some stack depth (a single block is depth 1); qualified if the residual "
+        f"aligns as a whole but a trained stack does not beat the identity map on held-out data, or some block "
+        f"of a deeper stack has cos(F_k(x_k), t - x_k) <= {R1_ALIGNED_MIN}"
+    ),
+    presets={
+        "tiny": {
+            "dataset": "digits",
+            "n_train": 600,
+            "n_test": 200,
+            "noise": 0.3,
+            "target": "clean",
+            "depths": [1, 2],
+            "steps": 150,
+            "lr": 3e-3,
+            "batch": 128,
         },
-        measure=_measure_r1,
-        judge=_judge_r1,
-        plot=_plot_r1,
-        counterexample={"target": "independent"},
-        references=(
-            "He et al. 2016, 'Deep residual learning for image recognition' (CVPR): residual functions learn "
-            "corrections to the identity",
-        ),
-    )
+        "quick": {
+            "dataset": "digits",
+            "n_train": None,
+            "n_test": None,
+            "noise": 0.3,
+            "target": "clean",
+            "depths": [1, 4],
+            "steps": 600,
+            "lr": 3e-3,
+            "batch": 128,
+        },
+        "full": {
+            "dataset": "mnist",
+            "n_train": None,
+            "n_test": None,
+            "noise": 0.3,
+            "target": "clean",
+            "depths": [1, 4, 8],
+            "steps": 1500,
+            "lr": 1e-3,
+            "batch": 128,
+        },
+    },
+    measure=_measure_r1,
+    judge=_judge_r1,
+    plot=_plot_r1,
+    counterexample={"target": "independent"},
+    references=(
+        "He et al. 2016, 'Deep residual learning for image recognition' (CVPR): residual functions learn "
+        "corrections to the identity",
+    ),
 )

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from depthscope.ledger._experiment import Experiment, Judgement, confirmed, qualified, refuted, register_experiment
+from depthscope.ledger._experiment import Experiment, Judgement, confirmed, qualified, refuted
 from depthscope.ledger.claims._clusters import (
     RIDGE_GRID,
     SEPARATION,
@@ -298,70 +298,68 @@ def _plot_r2(m: Mapping[str, Any], setting: Mapping[str, Any]):
     return fig
 
 
-register_experiment(
-    Experiment(
-        id="R2",
-        statement=(
-            "Delta-learning: learning a residual over a cheap baseline (E_hi - E_lo) needs fewer samples than "
-            "learning E_hi directly; the residual has smaller norm, is smoother, and stays size-extensive."
-        ),
-        source="000",
-        expected=(
-            "for silver clusters with E_hi = Gupta many-body energy and E_lo = its pairwise (tangent) approximation, "
-            "kernel ridge reaches the direct model's test error at every training size after the first with at "
-            f"least {SAMPLE_GAIN_MIN}x fewer clusters when it learns E_hi - E_lo, in every geometry regime; the "
-            "residual has a smaller std and kernel norm, a smaller mean coordinate-gradient norm, adds up over "
-            f"far-apart halves to rounding and its total grows no faster than N^{EXTENSIVE_SLOPE_MAX}"
-        ),
-        refuted_if=(
-            f"in no regime and at no training size does delta-learning reach the direct model's test error with "
-            f"{SAMPLE_GAIN_MIN}x fewer samples; qualified if it does only in some regimes or at some sizes, or if "
-            "the residual is not smaller in std and kernel norm, not smoother, not additive to "
-            f"{ADDITIVITY_ROUNDING:g} relative, or grows faster than N^{EXTENSIVE_SLOPE_MAX}"
-        ),
-        presets={
-            "tiny": {
-                "n_atoms": 6,
-                "jitters": [0.1],
-                "sizes": [8, 16, 32, 64],
-                "n_val": 40,
-                "n_test": 60,
-                "repeats": 2,
-                "baseline": "pairwise",
-                "scaling_sizes": [4, 8, 16],
-                "scaling_clusters": 10,
-            },
-            "quick": {
-                "n_atoms": 10,
-                "jitters": [0.05, 0.1],
-                "sizes": [8, 16, 32, 64, 128, 256, 512],
-                "n_val": 150,
-                "n_test": 300,
-                "repeats": 3,
-                "baseline": "pairwise",
-                "scaling_sizes": [4, 8, 16, 32, 64],
-                "scaling_clusters": 50,
-            },
-            "full": {
-                "n_atoms": 13,
-                "jitters": [0.05, 0.1],
-                "sizes": [8, 16, 32, 64, 128, 256, 512, 1024, 2048],
-                "n_val": 300,
-                "n_test": 1000,
-                "repeats": 3,
-                "baseline": "pairwise",
-                "scaling_sizes": [4, 8, 16, 32, 64, 128],
-                "scaling_clusters": 200,
-            },
+EXPERIMENT = Experiment(
+    id="R2",
+    statement=(
+        "Delta-learning: learning a residual over a cheap baseline (E_hi - E_lo) needs fewer samples than "
+        "learning E_hi directly; the residual has smaller norm, is smoother, and stays size-extensive."
+    ),
+    source="000",
+    expected=(
+        "for silver clusters with E_hi = Gupta many-body energy and E_lo = its pairwise (tangent) approximation, "
+        "kernel ridge reaches the direct model's test error at every training size after the first with at "
+        f"least {SAMPLE_GAIN_MIN}x fewer clusters when it learns E_hi - E_lo, in every geometry regime; the "
+        "residual has a smaller std and kernel norm, a smaller mean coordinate-gradient norm, adds up over "
+        f"far-apart halves to rounding and its total grows no faster than N^{EXTENSIVE_SLOPE_MAX}"
+    ),
+    refuted_if=(
+        f"in no regime and at no training size does delta-learning reach the direct model's test error with "
+        f"{SAMPLE_GAIN_MIN}x fewer samples; qualified if it does only in some regimes or at some sizes, or if "
+        "the residual is not smaller in std and kernel norm, not smoother, not additive to "
+        f"{ADDITIVITY_ROUNDING:g} relative, or grows faster than N^{EXTENSIVE_SLOPE_MAX}"
+    ),
+    presets={
+        "tiny": {
+            "n_atoms": 6,
+            "jitters": [0.1],
+            "sizes": [8, 16, 32, 64],
+            "n_val": 40,
+            "n_test": 60,
+            "repeats": 2,
+            "baseline": "pairwise",
+            "scaling_sizes": [4, 8, 16],
+            "scaling_clusters": 10,
         },
-        measure=_measure_r2,
-        judge=_judge_r2,
-        plot=_plot_r2,
-        counterexample={"baseline": "negated"},
-        references=(
-            "Ramakrishnan et al. 2015, 'Big data meets quantum chemistry approximations: the Delta-machine "
-            "learning approach' (J. Chem. Theory Comput.)",
-            "Cleri & Rosato 1993, 'Tight-binding potentials for transition metals and alloys' (Phys. Rev. B 48, 22)",
-        ),
-    )
+        "quick": {
+            "n_atoms": 10,
+            "jitters": [0.05, 0.1],
+            "sizes": [8, 16, 32, 64, 128, 256, 512],
+            "n_val": 150,
+            "n_test": 300,
+            "repeats": 3,
+            "baseline": "pairwise",
+            "scaling_sizes": [4, 8, 16, 32, 64],
+            "scaling_clusters": 50,
+        },
+        "full": {
+            "n_atoms": 13,
+            "jitters": [0.05, 0.1],
+            "sizes": [8, 16, 32, 64, 128, 256, 512, 1024, 2048],
+            "n_val": 300,
+            "n_test": 1000,
+            "repeats": 3,
+            "baseline": "pairwise",
+            "scaling_sizes": [4, 8, 16, 32, 64, 128],
+            "scaling_clusters": 200,
+        },
+    },
+    measure=_measure_r2,
+    judge=_judge_r2,
+    plot=_plot_r2,
+    counterexample={"baseline": "negated"},
+    references=(
+        "Ramakrishnan et al. 2015, 'Big data meets quantum chemistry approximations: the Delta-machine "
+        "learning approach' (J. Chem. Theory Comput.)",
+        "Cleri & Rosato 1993, 'Tight-binding potentials for transition metals and alloys' (Phys. Rev. B 48, 22)",
+    ),
 )

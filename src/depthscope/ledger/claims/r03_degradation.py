@@ -12,7 +12,7 @@ from torch import nn
 
 from depthscope._errors import NonFiniteError
 from depthscope.ledger._data import Dataset
-from depthscope.ledger._experiment import Experiment, Judgement, confirmed, qualified, refuted, register_experiment
+from depthscope.ledger._experiment import Experiment, Judgement, confirmed, qualified, refuted
 from depthscope.ledger._train import train_classifier
 from depthscope.ledger.claims._training_common import _data
 from depthscope.zoo import create_model
@@ -253,80 +253,78 @@ def _plot_r3(m: Mapping[str, Any], setting: Mapping[str, Any]):
     return fig
 
 
-register_experiment(
-    Experiment(
-        id="R3",
-        statement="Degradation: deeper plain networks train worse than shallower ones; residual ones do not.",
-        source="000",
-        expected=(
-            "with the same optimiser, learning rate, batches and step budget, the deepest plain MLP ends with a "
-            "higher training loss than the shallowest, while the deepest residual MLP does not; ReZero (learnable "
-            "alpha = 0 at init) reaches the loss thresholds in fewer steps than the residual and plain nets "
-            "(reported, not part of the verdict)"
-        ),
-        refuted_if=(
-            f"the deepest plain net's mean final training loss is not above (1 + {R3_RELATIVE_MARGIN}) x the "
-            f"shallowest's + {R3_ABSOLUTE_MARGIN} nats (no degradation), or the deepest residual net degrades by that "
-            f"criterion with a loss rise at least {R3_MITIGATION:.0%} of the plain nets'; qualified if an "
-            f"intermediate plain depth does not degrade or a residual depth degrades by less"
-        ),
-        presets={
-            "tiny": {
-                "dataset": "digits",
-                "n_train": 400,
-                "n_test": 200,
-                "depths": [2, 16],
-                "width": 16,
-                "arms": ["plain", "residual", "rezero"],
-                "steps": 120,
-                "lr": 0.01,
-                "batch": 64,
-                "optimizer": "sgd",
-                "seeds": 1,
-                "loss_thresholds": [0.5, 0.2],
-                "skip": 1.0,
-            },
-            "quick": {
-                "dataset": "digits",
-                "n_train": None,
-                "n_test": None,
-                "depths": [8, 20, 56],
-                "width": 64,
-                "arms": ["plain", "residual", "rezero"],
-                "steps": 300,
-                "lr": 0.01,
-                "batch": 128,
-                "optimizer": "sgd",
-                "seeds": 3,
-                "loss_thresholds": [0.5, 0.05],
-                "skip": 1.0,
-            },
-            "full": {
-                "dataset": "mnist",
-                "n_train": None,
-                "n_test": None,
-                "depths": [8, 20, 56, 110],
-                "width": 128,
-                "arms": ["plain", "residual", "rezero"],
-                "steps": 1500,
-                "lr": 0.01,
-                "batch": 128,
-                "optimizer": "sgd",
-                "seeds": 2,
-                "loss_thresholds": [0.5, 0.05],
-                "skip": 1.0,
-            },
+EXPERIMENT = Experiment(
+    id="R3",
+    statement="Degradation: deeper plain networks train worse than shallower ones; residual ones do not.",
+    source="000",
+    expected=(
+        "with the same optimiser, learning rate, batches and step budget, the deepest plain MLP ends with a "
+        "higher training loss than the shallowest, while the deepest residual MLP does not; ReZero (learnable "
+        "alpha = 0 at init) reaches the loss thresholds in fewer steps than the residual and plain nets "
+        "(reported, not part of the verdict)"
+    ),
+    refuted_if=(
+        f"the deepest plain net's mean final training loss is not above (1 + {R3_RELATIVE_MARGIN}) x the "
+        f"shallowest's + {R3_ABSOLUTE_MARGIN} nats (no degradation), or the deepest residual net degrades by that "
+        f"criterion with a loss rise at least {R3_MITIGATION:.0%} of the plain nets'; qualified if an "
+        f"intermediate plain depth does not degrade or a residual depth degrades by less"
+    ),
+    presets={
+        "tiny": {
+            "dataset": "digits",
+            "n_train": 400,
+            "n_test": 200,
+            "depths": [2, 16],
+            "width": 16,
+            "arms": ["plain", "residual", "rezero"],
+            "steps": 120,
+            "lr": 0.01,
+            "batch": 64,
+            "optimizer": "sgd",
+            "seeds": 1,
+            "loss_thresholds": [0.5, 0.2],
+            "skip": 1.0,
         },
-        measure=_measure_r3,
-        judge=_judge_r3,
-        plot=_plot_r3,
-        counterexample={"skip": 0.0},
-        references=(
-            "He et al. 2016, 'Deep residual learning for image recognition' (CVPR): a 56-layer plain net has higher "
-            "training error than a 20-layer one on CIFAR-10 (Fig. 1), 34 vs 18 layers on ImageNet (Fig. 4); the "
-            "residual nets of the same depths do not degrade",
-            "Bachlechner et al. 2020, 'ReZero is all you need: fast convergence at large depth': residual weights "
-            "initialised at zero converge faster",
-        ),
-    )
+        "quick": {
+            "dataset": "digits",
+            "n_train": None,
+            "n_test": None,
+            "depths": [8, 20, 56],
+            "width": 64,
+            "arms": ["plain", "residual", "rezero"],
+            "steps": 300,
+            "lr": 0.01,
+            "batch": 128,
+            "optimizer": "sgd",
+            "seeds": 3,
+            "loss_thresholds": [0.5, 0.05],
+            "skip": 1.0,
+        },
+        "full": {
+            "dataset": "mnist",
+            "n_train": None,
+            "n_test": None,
+            "depths": [8, 20, 56, 110],
+            "width": 128,
+            "arms": ["plain", "residual", "rezero"],
+            "steps": 1500,
+            "lr": 0.01,
+            "batch": 128,
+            "optimizer": "sgd",
+            "seeds": 2,
+            "loss_thresholds": [0.5, 0.05],
+            "skip": 1.0,
+        },
+    },
+    measure=_measure_r3,
+    judge=_judge_r3,
+    plot=_plot_r3,
+    counterexample={"skip": 0.0},
+    references=(
+        "He et al. 2016, 'Deep residual learning for image recognition' (CVPR): a 56-layer plain net has higher "
+        "training error than a 20-layer one on CIFAR-10 (Fig. 1), 34 vs 18 layers on ImageNet (Fig. 4); the "
+        "residual nets of the same depths do not degrade",
+        "Bachlechner et al. 2020, 'ReZero is all you need: fast convergence at large depth': residual weights "
+        "initialised at zero converge faster",
+    ),
 )

@@ -11,10 +11,10 @@ from torch import nn
 
 from depthscope._errors import DepthscopeError
 from depthscope.chain import Chain
-from depthscope.ledger._experiment import Experiment, Judgement, confirmed, refuted, register_experiment
+from depthscope.ledger._experiment import Experiment, Judgement, confirmed, refuted
 from depthscope.ledger.claims._residual_common import _blocks, _float64_model
 from depthscope.probing import probe
-from depthscope.zoo._layers import critical_sigma_w
+from depthscope.zoo import critical_sigma_w
 
 R4_ROUNDING = 1e-12  # float64: a sum of `depth` unit-scale terms carries ~depth * 1e-16 of rounding
 # The identity gap must vanish with the branch scale s; a fitted exponent below this means it does not.
@@ -122,39 +122,37 @@ def _plot_r4(m: Mapping[str, Any], setting: Mapping[str, Any]):
     return fig
 
 
-register_experiment(
-    Experiment(
-        id="R4",
-        statement="x_L = x_0 + sum_i F_i(x_i); with F_i -> 0 every block is the identity.",
-        source="000",
-        expected=(
-            "in a residual MLP the states equal x_0 plus the running sum of branch outputs to float64 "
-            "rounding, and with the branches scaled to 0 every block Jacobian is exactly I"
-        ),
-        refuted_if=(
-            "the telescoped sum misses x_L by more than 1e-12 (relative), or at branch scale 0 some "
-            "||J_k - I||_2 exceeds 1e-12, or the gap does not shrink with the scale (exponent < 0.5)"
-        ),
-        presets={
-            "tiny": {"model": "resnet_mlp", "depth": 4, "width": 8, "batch": 2, "scales": [0.0, 0.01, 0.1, 1.0]},
-            "quick": {
-                "model": "resnet_mlp",
-                "depth": 24,
-                "width": 32,
-                "batch": 4,
-                "scales": [0.0, 0.001, 0.01, 0.1, 1.0],
-            },
-            "full": {
-                "model": "resnet_mlp",
-                "depth": 64,
-                "width": 128,
-                "batch": 8,
-                "scales": [0.0, 0.001, 0.01, 0.1, 1.0],
-            },
+EXPERIMENT = Experiment(
+    id="R4",
+    statement="x_L = x_0 + sum_i F_i(x_i); with F_i -> 0 every block is the identity.",
+    source="000",
+    expected=(
+        "in a residual MLP the states equal x_0 plus the running sum of branch outputs to float64 "
+        "rounding, and with the branches scaled to 0 every block Jacobian is exactly I"
+    ),
+    refuted_if=(
+        "the telescoped sum misses x_L by more than 1e-12 (relative), or at branch scale 0 some "
+        "||J_k - I||_2 exceeds 1e-12, or the gap does not shrink with the scale (exponent < 0.5)"
+    ),
+    presets={
+        "tiny": {"model": "resnet_mlp", "depth": 4, "width": 8, "batch": 2, "scales": [0.0, 0.01, 0.1, 1.0]},
+        "quick": {
+            "model": "resnet_mlp",
+            "depth": 24,
+            "width": 32,
+            "batch": 4,
+            "scales": [0.0, 0.001, 0.01, 0.1, 1.0],
         },
-        measure=_measure_r4,
-        judge=_judge_r4,
-        plot=_plot_r4,
-        counterexample={"model": "plain_mlp"},
-    )
+        "full": {
+            "model": "resnet_mlp",
+            "depth": 64,
+            "width": 128,
+            "batch": 8,
+            "scales": [0.0, 0.001, 0.01, 0.1, 1.0],
+        },
+    },
+    measure=_measure_r4,
+    judge=_judge_r4,
+    plot=_plot_r4,
+    counterexample={"model": "plain_mlp"},
 )

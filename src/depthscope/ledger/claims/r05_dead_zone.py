@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from depthscope.ledger._experiment import Experiment, Judgement, confirmed, refuted, register_experiment
+from depthscope.ledger._experiment import Experiment, Judgement, confirmed, refuted
 from depthscope.ledger.claims._residual_common import _float64_model, _per_example_jacobian
 
 # No tolerance: in its dead zone soft-thresholding returns +-0 with zero derivative, so y == x and
@@ -105,32 +105,30 @@ def _plot_r5(m: Mapping[str, Any], setting: Mapping[str, Any]):
     return fig
 
 
-register_experiment(
-    Experiment(
-        id="R5",
-        statement="A soft-thresholding residual has a dead zone where the block is exactly the identity.",
-        source="000",
-        expected=(
-            "a shrinkage_mlp block with threshold tau > 0 has inputs with every |branch entry| <= tau, and on "
-            "every one of them y == x and the Jacobian == I exactly; the zone grows with tau"
-        ),
-        refuted_if=(
-            "any input in the zone has y != x or J != I (any nonzero deviation, float64 exact Jacobian), or no input "
-            "of norm down to the smallest radius falls in the zone at any threshold tested"
-        ),
-        presets={
-            "tiny": {"width": 16, "inputs": 32, "radius": [0.01, 10.0], "taus": [0.1, 0.5, 2.0]},
-            "quick": {"width": 32, "inputs": 200, "radius": [0.01, 10.0], "taus": [0.05, 0.1, 0.25, 0.5, 1.0, 2.0]},
-            "full": {
-                "width": 128,
-                "inputs": 500,
-                "radius": [0.01, 30.0],
-                "taus": [0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0],
-            },
+EXPERIMENT = Experiment(
+    id="R5",
+    statement="A soft-thresholding residual has a dead zone where the block is exactly the identity.",
+    source="000",
+    expected=(
+        "a shrinkage_mlp block with threshold tau > 0 has inputs with every |branch entry| <= tau, and on "
+        "every one of them y == x and the Jacobian == I exactly; the zone grows with tau"
+    ),
+    refuted_if=(
+        "any input in the zone has y != x or J != I (any nonzero deviation, float64 exact Jacobian), or no input "
+        "of norm down to the smallest radius falls in the zone at any threshold tested"
+    ),
+    presets={
+        "tiny": {"width": 16, "inputs": 32, "radius": [0.01, 10.0], "taus": [0.1, 0.5, 2.0]},
+        "quick": {"width": 32, "inputs": 200, "radius": [0.01, 10.0], "taus": [0.05, 0.1, 0.25, 0.5, 1.0, 2.0]},
+        "full": {
+            "width": 128,
+            "inputs": 500,
+            "radius": [0.01, 30.0],
+            "taus": [0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0],
         },
-        measure=_measure_r5,
-        judge=_judge_r5,
-        plot=_plot_r5,
-        counterexample={"taus": [0.0]},
-    )
+    },
+    measure=_measure_r5,
+    judge=_judge_r5,
+    plot=_plot_r5,
+    counterexample={"taus": [0.0]},
 )

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from depthscope.ledger._experiment import Experiment, Judgement, confirmed, qualified, refuted, register_experiment
+from depthscope.ledger._experiment import Experiment, Judgement, confirmed, qualified, refuted
 from depthscope.ledger.claims._residual_common import _matched_distance
 
 # eig is backward stable: an eigenvalue moves by ~1e-16 * ||I + W|| times its condition number,
@@ -83,32 +83,30 @@ def _plot_r6(m: Mapping[str, Any], setting: Mapping[str, Any]):
     return fig
 
 
-register_experiment(
-    Experiment(
-        id="R6",
-        statement="Eigenvalues of I + W are 1 + lambda_i(W); small initial W clusters them near 1.",
-        source="000",
-        expected=(
-            "eig(I + W) equals 1 + eig(W) to float64 rounding, and for W with small N(0, std^2) entries every "
-            "eigenvalue of I + W lies within cluster_radius of 1"
-        ),
-        refuted_if=(
-            "the matched eigenvalues differ by more than 1e-9, or no tested (n, std) keeps max|mu - 1| within "
-            "cluster_radius; qualified if clustering holds only for some sizes"
-        ),
-        presets={
-            "tiny": {"sizes": [8, 32], "entry_std": [0.003, 0.03], "trials": 2, "cluster_radius": 0.1},
-            "quick": {"sizes": [16, 64, 256], "entry_std": [0.001, 0.01, 0.03], "trials": 2, "cluster_radius": 0.1},
-            "full": {
-                "sizes": [16, 64, 256, 1024],
-                "entry_std": [0.001, 0.003, 0.01, 0.03],
-                "trials": 2,
-                "cluster_radius": 0.1,
-            },
+EXPERIMENT = Experiment(
+    id="R6",
+    statement="Eigenvalues of I + W are 1 + lambda_i(W); small initial W clusters them near 1.",
+    source="000",
+    expected=(
+        "eig(I + W) equals 1 + eig(W) to float64 rounding, and for W with small N(0, std^2) entries every "
+        "eigenvalue of I + W lies within cluster_radius of 1"
+    ),
+    refuted_if=(
+        "the matched eigenvalues differ by more than 1e-9, or no tested (n, std) keeps max|mu - 1| within "
+        "cluster_radius; qualified if clustering holds only for some sizes"
+    ),
+    presets={
+        "tiny": {"sizes": [8, 32], "entry_std": [0.003, 0.03], "trials": 2, "cluster_radius": 0.1},
+        "quick": {"sizes": [16, 64, 256], "entry_std": [0.001, 0.01, 0.03], "trials": 2, "cluster_radius": 0.1},
+        "full": {
+            "sizes": [16, 64, 256, 1024],
+            "entry_std": [0.001, 0.003, 0.01, 0.03],
+            "trials": 2,
+            "cluster_radius": 0.1,
         },
-        measure=_measure_r6,
-        judge=_judge_r6,
-        plot=_plot_r6,
-        counterexample={"entry_std": [0.3]},
-    )
+    },
+    measure=_measure_r6,
+    judge=_judge_r6,
+    plot=_plot_r6,
+    counterexample={"entry_std": [0.3]},
 )

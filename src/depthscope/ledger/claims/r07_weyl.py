@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from depthscope.ledger._experiment import Experiment, Judgement, confirmed, refuted, register_experiment
+from depthscope.ledger._experiment import Experiment, Judgement, confirmed, refuted
 
 R7_ROUNDING = 1e-12  # float64 slack on the interval's ends
 
@@ -66,21 +66,19 @@ def _plot_r7(m: Mapping[str, Any], setting: Mapping[str, Any]):
     return fig
 
 
-register_experiment(
-    Experiment(
-        id="R7",
-        statement="Weyl: ||W||_2 <= eps puts every singular value of I + W in [1 - eps, 1 + eps].",
-        source="000",
-        expected="for random W rescaled to ||W||_2 = eps, every singular value of I + W lies in [1 - eps, 1 + eps]",
-        refuted_if="any singular value (exact SVD, float64) lies outside [1 - eps, 1 + eps] by more than 1e-12",
-        presets={
-            "tiny": {"sizes": [4, 16], "eps": [0.1, 0.5], "trials": 2, "bound_scale": 1.0},
-            "quick": {"sizes": [4, 32, 128], "eps": [0.01, 0.1, 0.3, 0.6, 0.9], "trials": 5, "bound_scale": 1.0},
-            "full": {"sizes": [4, 64, 256, 512], "eps": [0.01, 0.1, 0.3, 0.6, 0.9], "trials": 20, "bound_scale": 1.0},
-        },
-        measure=_measure_r7,
-        judge=_judge_r7,
-        plot=_plot_r7,
-        counterexample={"bound_scale": 0.5},
-    )
+EXPERIMENT = Experiment(
+    id="R7",
+    statement="Weyl: ||W||_2 <= eps puts every singular value of I + W in [1 - eps, 1 + eps].",
+    source="000",
+    expected="for random W rescaled to ||W||_2 = eps, every singular value of I + W lies in [1 - eps, 1 + eps]",
+    refuted_if="any singular value (exact SVD, float64) lies outside [1 - eps, 1 + eps] by more than 1e-12",
+    presets={
+        "tiny": {"sizes": [4, 16], "eps": [0.1, 0.5], "trials": 2, "bound_scale": 1.0},
+        "quick": {"sizes": [4, 32, 128], "eps": [0.01, 0.1, 0.3, 0.6, 0.9], "trials": 5, "bound_scale": 1.0},
+        "full": {"sizes": [4, 64, 256, 512], "eps": [0.01, 0.1, 0.3, 0.6, 0.9], "trials": 20, "bound_scale": 1.0},
+    },
+    measure=_measure_r7,
+    judge=_judge_r7,
+    plot=_plot_r7,
+    counterexample={"bound_scale": 0.5},
 )

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from depthscope import _linalg
-from depthscope.ledger._experiment import Experiment, Judgement, confirmed, refuted, register_experiment
+from depthscope.ledger._experiment import Experiment, Judgement, confirmed, refuted
 
 # Log-domain slack: L renormalised float64 products carry a relative error of ~L * 1e-16.
 R8_LOG_ROUNDING = 1e-9
@@ -136,39 +136,37 @@ def _plot_r8(m: Mapping[str, Any], setting: Mapping[str, Any]):
     return fig
 
 
-register_experiment(
-    Experiment(
-        id="R8",
-        statement="L such blocks amplify by at most (1 + eps)^L.",
-        source="000",
-        expected=(
-            "every product of L factors I + W_k with ||W_k||_2 = eps has sigma_max <= (1 + eps)^L and "
-            "sigma_min >= (1 - eps)^L; aligned W_k reach the bounds, random ones stay well inside"
-        ),
-        refuted_if=(
-            "any product's log sigma_max exceeds L log(1 + eps), or log sigma_min falls below L log(1 - eps), "
-            "by more than 1e-9"
-        ),
-        presets={
-            "tiny": {"width": 8, "depths": [1, 10, 50], "eps": [0.1, 0.5], "trials": 2, "bound_scale": 1.0},
-            "quick": {
-                "width": 32,
-                "depths": [1, 10, 100, 1000],
-                "eps": [0.01, 0.1, 0.5],
-                "trials": 3,
-                "bound_scale": 1.0,
-            },
-            "full": {
-                "width": 64,
-                "depths": [1, 10, 100, 1000, 5000],
-                "eps": [0.01, 0.1, 0.5, 0.9],
-                "trials": 3,
-                "bound_scale": 1.0,
-            },
+EXPERIMENT = Experiment(
+    id="R8",
+    statement="L such blocks amplify by at most (1 + eps)^L.",
+    source="000",
+    expected=(
+        "every product of L factors I + W_k with ||W_k||_2 = eps has sigma_max <= (1 + eps)^L and "
+        "sigma_min >= (1 - eps)^L; aligned W_k reach the bounds, random ones stay well inside"
+    ),
+    refuted_if=(
+        "any product's log sigma_max exceeds L log(1 + eps), or log sigma_min falls below L log(1 - eps), "
+        "by more than 1e-9"
+    ),
+    presets={
+        "tiny": {"width": 8, "depths": [1, 10, 50], "eps": [0.1, 0.5], "trials": 2, "bound_scale": 1.0},
+        "quick": {
+            "width": 32,
+            "depths": [1, 10, 100, 1000],
+            "eps": [0.01, 0.1, 0.5],
+            "trials": 3,
+            "bound_scale": 1.0,
         },
-        measure=_measure_r8,
-        judge=_judge_r8,
-        plot=_plot_r8,
-        counterexample={"bound_scale": 0.5},
-    )
+        "full": {
+            "width": 64,
+            "depths": [1, 10, 100, 1000, 5000],
+            "eps": [0.01, 0.1, 0.5, 0.9],
+            "trials": 3,
+            "bound_scale": 1.0,
+        },
+    },
+    measure=_measure_r8,
+    judge=_judge_r8,
+    plot=_plot_r8,
+    counterexample={"bound_scale": 0.5},
 )

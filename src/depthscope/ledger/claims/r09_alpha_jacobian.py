@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from depthscope.chain import Chain
-from depthscope.ledger._experiment import Experiment, Judgement, confirmed, refuted, register_experiment
+from depthscope.ledger._experiment import Experiment, Judgement, confirmed, refuted
 from depthscope.ledger.claims._residual_common import (
     _BLOCK_KINDS,
     _blocks,
@@ -109,39 +109,37 @@ def _plot_r9(m: Mapping[str, Any], setting: Mapping[str, Any]):
     return fig
 
 
-register_experiment(
-    Experiment(
-        id="R9",
-        statement="y = x + alpha F(x) has Jacobian I + alpha J_F with eigenvalues 1 + alpha lambda(J_F).",
-        source="000",
-        expected=(
-            "for a resnet_mlp block at every alpha, the exact Jacobian equals I + alpha J_F to float64 rounding and "
-            "its eigenvalues are 1 + alpha times those of J_F"
-        ),
-        refuted_if=(
-            "the relative Frobenius gap between J and I + alpha J_F exceeds 1e-12, or the matched eigenvalues "
-            "differ by more than 1e-9 relative to 1 + |alpha| rho(J_F), at any alpha"
-        ),
-        presets={
-            "tiny": {"width": 8, "inputs": 2, "depth": 4, "alphas": [0.0, 0.5, 2.0], "block": "residual"},
-            "quick": {
-                "width": 32,
-                "inputs": 4,
-                "depth": 32,
-                "alphas": [0.0, 0.1, 0.25, 0.5, 1.0, 2.0],
-                "block": "residual",
-            },
-            "full": {
-                "width": 128,
-                "inputs": 8,
-                "depth": 64,
-                "alphas": [0.0, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0],
-                "block": "residual",
-            },
+EXPERIMENT = Experiment(
+    id="R9",
+    statement="y = x + alpha F(x) has Jacobian I + alpha J_F with eigenvalues 1 + alpha lambda(J_F).",
+    source="000",
+    expected=(
+        "for a resnet_mlp block at every alpha, the exact Jacobian equals I + alpha J_F to float64 rounding and "
+        "its eigenvalues are 1 + alpha times those of J_F"
+    ),
+    refuted_if=(
+        "the relative Frobenius gap between J and I + alpha J_F exceeds 1e-12, or the matched eigenvalues "
+        "differ by more than 1e-9 relative to 1 + |alpha| rho(J_F), at any alpha"
+    ),
+    presets={
+        "tiny": {"width": 8, "inputs": 2, "depth": 4, "alphas": [0.0, 0.5, 2.0], "block": "residual"},
+        "quick": {
+            "width": 32,
+            "inputs": 4,
+            "depth": 32,
+            "alphas": [0.0, 0.1, 0.25, 0.5, 1.0, 2.0],
+            "block": "residual",
         },
-        measure=_measure_r9,
-        judge=_judge_r9,
-        plot=_plot_r9,
-        counterexample={"block": "post_ln"},
-    )
+        "full": {
+            "width": 128,
+            "inputs": 8,
+            "depth": 64,
+            "alphas": [0.0, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0],
+            "block": "residual",
+        },
+    },
+    measure=_measure_r9,
+    judge=_judge_r9,
+    plot=_plot_r9,
+    counterexample={"block": "post_ln"},
 )

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from depthscope._errors import NonFiniteError
-from depthscope.ledger._experiment import Experiment, Judgement, confirmed, qualified, refuted, register_experiment
+from depthscope.ledger._experiment import Experiment, Judgement, confirmed, qualified, refuted
 from depthscope.ledger._train import train_classifier
 from depthscope.ledger.claims._training_common import COSINE_EPS, _data, _row_cosine
 from depthscope.zoo import create_model
@@ -173,69 +173,67 @@ def _plot_r10(m: Mapping[str, Any], setting: Mapping[str, Any]):
     return fig
 
 
-register_experiment(
-    Experiment(
-        id="R10",
-        statement="Large alpha makes gradients of consecutive layers anti-aligned (they fight).",
-        source="000",
-        expected=(
-            "in resnet_mlp nets x -> x + alpha W2 relu(W1 x + b), the per-example gradients dL/dx_k and "
-            "dL/dx_{k+1} at consecutive blocks' inputs have a negative mean cosine at large alpha (at init or "
-            "after Adam steps), and a cosine near 1 at small alpha"
-        ),
-        refuted_if=(
-            f"at the largest alpha, in both states (init, trained), the mean cosine over examples, block pairs and "
-            f"seeds is >= {R10_DECORRELATED} or fewer than {R10_FIGHTING_FRACTION:.0%} of the cosines are negative; "
-            f"confirmed only if the mean is <= {R10_ANTI_ALIGNED} in some state; in between: qualified"
-        ),
-        presets={
-            "tiny": {
-                "dataset": "digits",
-                "n_train": 400,
-                "n_test": 100,
-                "depth": 6,
-                "width": 32,
-                "alphas": [0.1, 1.0, 8.0],
-                "seeds": 1,
-                "steps": 20,
-                "lr": 1e-3,
-                "batch": 64,
-                "n_eval": 64,
-            },
-            "quick": {
-                "dataset": "digits",
-                "n_train": None,
-                "n_test": None,
-                "depth": 16,
-                "width": 64,
-                "alphas": [0.1, 0.3, 1.0, 2.0, 4.0, 8.0],
-                "seeds": 3,
-                "steps": 100,
-                "lr": 1e-3,
-                "batch": 128,
-                "n_eval": 256,
-            },
-            "full": {
-                "dataset": "mnist",
-                "n_train": None,
-                "n_test": None,
-                "depth": 16,
-                "width": 128,
-                "alphas": [0.1, 0.3, 1.0, 2.0, 4.0, 8.0],
-                "seeds": 5,
-                "steps": 500,
-                "lr": 1e-3,
-                "batch": 128,
-                "n_eval": 1000,
-            },
+EXPERIMENT = Experiment(
+    id="R10",
+    statement="Large alpha makes gradients of consecutive layers anti-aligned (they fight).",
+    source="000",
+    expected=(
+        "in resnet_mlp nets x -> x + alpha W2 relu(W1 x + b), the per-example gradients dL/dx_k and "
+        "dL/dx_{k+1} at consecutive blocks' inputs have a negative mean cosine at large alpha (at init or "
+        "after Adam steps), and a cosine near 1 at small alpha"
+    ),
+    refuted_if=(
+        f"at the largest alpha, in both states (init, trained), the mean cosine over examples, block pairs and "
+        f"seeds is >= {R10_DECORRELATED} or fewer than {R10_FIGHTING_FRACTION:.0%} of the cosines are negative; "
+        f"confirmed only if the mean is <= {R10_ANTI_ALIGNED} in some state; in between: qualified"
+    ),
+    presets={
+        "tiny": {
+            "dataset": "digits",
+            "n_train": 400,
+            "n_test": 100,
+            "depth": 6,
+            "width": 32,
+            "alphas": [0.1, 1.0, 8.0],
+            "seeds": 1,
+            "steps": 20,
+            "lr": 1e-3,
+            "batch": 64,
+            "n_eval": 64,
         },
-        measure=_measure_r10,
-        judge=_judge_r10,
-        plot=_plot_r10,
-        counterexample={"alphas": [0.01, 0.03]},
-        references=(
-            "Bachlechner et al. 2020, 'ReZero is all you need': learnable residual weights started at 0",
-            "Hayou et al. 2021, 'Stable ResNet': scaling residual branches by 1/sqrt(depth)",
-        ),
-    )
+        "quick": {
+            "dataset": "digits",
+            "n_train": None,
+            "n_test": None,
+            "depth": 16,
+            "width": 64,
+            "alphas": [0.1, 0.3, 1.0, 2.0, 4.0, 8.0],
+            "seeds": 3,
+            "steps": 100,
+            "lr": 1e-3,
+            "batch": 128,
+            "n_eval": 256,
+        },
+        "full": {
+            "dataset": "mnist",
+            "n_train": None,
+            "n_test": None,
+            "depth": 16,
+            "width": 128,
+            "alphas": [0.1, 0.3, 1.0, 2.0, 4.0, 8.0],
+            "seeds": 5,
+            "steps": 500,
+            "lr": 1e-3,
+            "batch": 128,
+            "n_eval": 1000,
+        },
+    },
+    measure=_measure_r10,
+    judge=_judge_r10,
+    plot=_plot_r10,
+    counterexample={"alphas": [0.01, 0.03]},
+    references=(
+        "Bachlechner et al. 2020, 'ReZero is all you need': learnable residual weights started at 0",
+        "Hayou et al. 2021, 'Stable ResNet': scaling residual branches by 1/sqrt(depth)",
+    ),
 )

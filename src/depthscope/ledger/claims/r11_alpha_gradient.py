@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from depthscope.ledger._experiment import Experiment, Judgement, confirmed, refuted, register_experiment
+from depthscope.ledger._experiment import Experiment, Judgement, confirmed, refuted
 from depthscope.ledger.claims._residual_common import _BLOCK_KINDS, _blocks, _float64_model
 
 # The formula and autograd sum the same products in a different order; relative to sum |terms|
@@ -95,23 +95,21 @@ def _plot_r11(m: Mapping[str, Any], setting: Mapping[str, Any]):
     return fig
 
 
-register_experiment(
-    Experiment(
-        id="R11",
-        statement="dL/dalpha = (grad_y L)^T F(x).",
-        source="000",
-        expected=(
-            "at every block of a resnet_mlp with learnable alpha, autograd's dL/dalpha equals sum_b <grad_y L, F(x)>"
-        ),
-        refuted_if="at any block the two differ by more than 1e-10 relative to sum |grad_y L * F(x)|",
-        presets={
-            "tiny": {"depth": 4, "width": 8, "batch": 4, "alpha": 0.5, "block": "residual"},
-            "quick": {"depth": 16, "width": 32, "batch": 16, "alpha": 0.25, "block": "residual"},
-            "full": {"depth": 64, "width": 128, "batch": 64, "alpha": 0.125, "block": "residual"},
-        },
-        measure=_measure_r11,
-        judge=_judge_r11,
-        plot=_plot_r11,
-        counterexample={"block": "post_ln"},
-    )
+EXPERIMENT = Experiment(
+    id="R11",
+    statement="dL/dalpha = (grad_y L)^T F(x).",
+    source="000",
+    expected=(
+        "at every block of a resnet_mlp with learnable alpha, autograd's dL/dalpha equals sum_b <grad_y L, F(x)>"
+    ),
+    refuted_if="at any block the two differ by more than 1e-10 relative to sum |grad_y L * F(x)|",
+    presets={
+        "tiny": {"depth": 4, "width": 8, "batch": 4, "alpha": 0.5, "block": "residual"},
+        "quick": {"depth": 16, "width": 32, "batch": 16, "alpha": 0.25, "block": "residual"},
+        "full": {"depth": 64, "width": 128, "batch": 64, "alpha": 0.125, "block": "residual"},
+    },
+    measure=_measure_r11,
+    judge=_judge_r11,
+    plot=_plot_r11,
+    counterexample={"block": "post_ln"},
 )

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.func import jvp
 
-from depthscope.ledger._experiment import Experiment, Judgement, confirmed, qualified, refuted, register_experiment
+from depthscope.ledger._experiment import Experiment, Judgement, confirmed, qualified, refuted
 
 # "The same gradient" within 10%: max_k ||G_k - mean G|| / ||mean G|| at most this.
 R12_SPREAD_TOL = 0.1
@@ -120,30 +120,28 @@ def _plot_r12(m: Mapping[str, Any], setting: Mapping[str, Any]):
     return fig
 
 
-register_experiment(
-    Experiment(
-        id="R12",
-        statement=(
-            "Deep linear residual stack initialised near zero: every block receives the same weight gradient; "
-            "the total update scales with L."
-        ),
-        source="000",
-        expected=(
-            "near W = 0 the per-block gradients G_k agree (exactly at 0: G_k = g x^T), and one SGD step changes the "
-            "end-to-end map by L lr ||G|| to first order"
-        ),
-        refuted_if=(
-            "at the smallest tested init scale some depth has per-block gradients differing by more than 10% of "
-            "their mean, or an update off L lr ||G|| by more than 10%; qualified if larger scales break it"
-        ),
-        presets={
-            "tiny": {"width": 8, "batch": 4, "depths": [2, 8], "scales": [0.0, 0.01, 0.5]},
-            "quick": {"width": 32, "batch": 16, "depths": [2, 8, 32, 128], "scales": [0.0, 0.001, 0.01, 0.1, 0.5]},
-            "full": {"width": 64, "batch": 64, "depths": [2, 8, 32, 128, 512], "scales": [0.0, 0.001, 0.01, 0.1, 0.5]},
-        },
-        measure=_measure_r12,
-        judge=_judge_r12,
-        plot=_plot_r12,
-        counterexample={"scales": [0.5]},
-    )
+EXPERIMENT = Experiment(
+    id="R12",
+    statement=(
+        "Deep linear residual stack initialised near zero: every block receives the same weight gradient; "
+        "the total update scales with L."
+    ),
+    source="000",
+    expected=(
+        "near W = 0 the per-block gradients G_k agree (exactly at 0: G_k = g x^T), and one SGD step changes the "
+        "end-to-end map by L lr ||G|| to first order"
+    ),
+    refuted_if=(
+        "at the smallest tested init scale some depth has per-block gradients differing by more than 10% of "
+        "their mean, or an update off L lr ||G|| by more than 10%; qualified if larger scales break it"
+    ),
+    presets={
+        "tiny": {"width": 8, "batch": 4, "depths": [2, 8], "scales": [0.0, 0.01, 0.5]},
+        "quick": {"width": 32, "batch": 16, "depths": [2, 8, 32, 128], "scales": [0.0, 0.001, 0.01, 0.1, 0.5]},
+        "full": {"width": 64, "batch": 64, "depths": [2, 8, 32, 128, 512], "scales": [0.0, 0.001, 0.01, 0.1, 0.5]},
+    },
+    measure=_measure_r12,
+    judge=_judge_r12,
+    plot=_plot_r12,
+    counterexample={"scales": [0.5]},
 )

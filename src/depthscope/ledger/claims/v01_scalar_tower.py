@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from depthscope.chain import Chain
-from depthscope.ledger._experiment import Experiment, Judgement, confirmed, refuted, register_experiment
+from depthscope.ledger._experiment import Experiment, Judgement, confirmed, refuted
 from depthscope.ledger.claims._vanishing_common import SOURCE, _build, _relative_gap
 from depthscope.zoo.toys import activation_derivative
 
@@ -113,40 +113,38 @@ def _plot_v1(m: Mapping[str, Any], setting: Mapping[str, Any]):
     return fig
 
 
-register_experiment(
-    Experiment(
-        id="V1",
-        statement="Scalar tower: d f_L / d w_1 = x prod_k sigma'(z_k).",
-        source=SOURCE,
-        expected="for towers sigma(... sigma(w_1 x)) of depth 1-20 with sigmoid, tanh, ReLU and linear "
-        "activations, autograd's d f_L / d w_1 equals x prod_k sigma'(z_k) to float64 rounding",
-        refuted_if=f"in any tower, autograd and x prod_k sigma'(z_k) differ by more than {V1_RTOL:g} (relative)",
-        presets={
-            "tiny": {
-                "depths": [1, 3, 10],
-                "activations": ["sigmoid", "tanh", "relu", "linear"],
-                "slope": 1.5,
-                "trials": 2,
-                "skip": False,
-            },
-            "quick": {
-                "depths": [1, 2, 5, 10, 20],
-                "activations": ["sigmoid", "tanh", "relu", "linear"],
-                "slope": 1.5,
-                "trials": 10,
-                "skip": False,
-            },
-            "full": {
-                "depths": [1, 2, 5, 10, 20, 50],
-                "activations": ["sigmoid", "tanh", "relu", "linear"],
-                "slope": 1.5,
-                "trials": 50,
-                "skip": False,
-            },
+EXPERIMENT = Experiment(
+    id="V1",
+    statement="Scalar tower: d f_L / d w_1 = x prod_k sigma'(z_k).",
+    source=SOURCE,
+    expected="for towers sigma(... sigma(w_1 x)) of depth 1-20 with sigmoid, tanh, ReLU and linear "
+    "activations, autograd's d f_L / d w_1 equals x prod_k sigma'(z_k) to float64 rounding",
+    refuted_if=f"in any tower, autograd and x prod_k sigma'(z_k) differ by more than {V1_RTOL:g} (relative)",
+    presets={
+        "tiny": {
+            "depths": [1, 3, 10],
+            "activations": ["sigmoid", "tanh", "relu", "linear"],
+            "slope": 1.5,
+            "trials": 2,
+            "skip": False,
         },
-        measure=_measure_v1,
-        judge=_judge_v1,
-        plot=_plot_v1,
-        counterexample={"skip": True},
-    )
+        "quick": {
+            "depths": [1, 2, 5, 10, 20],
+            "activations": ["sigmoid", "tanh", "relu", "linear"],
+            "slope": 1.5,
+            "trials": 10,
+            "skip": False,
+        },
+        "full": {
+            "depths": [1, 2, 5, 10, 20, 50],
+            "activations": ["sigmoid", "tanh", "relu", "linear"],
+            "slope": 1.5,
+            "trials": 50,
+            "skip": False,
+        },
+    },
+    measure=_measure_v1,
+    judge=_judge_v1,
+    plot=_plot_v1,
+    counterexample={"skip": True},
 )

@@ -11,9 +11,9 @@ import torch
 from torch import nn
 
 from depthscope.chain import Chain
-from depthscope.ledger._experiment import Experiment, Judgement, confirmed, refuted, register_experiment
+from depthscope.ledger._experiment import Experiment, Judgement, confirmed, refuted
 from depthscope.ledger.claims._vanishing_common import SOURCE, _build
-from depthscope.zoo._layers import make_activation
+from depthscope.zoo import make_activation
 
 V2_BOUNDS = {"sigmoid": 0.25, "tanh": 1.0}  # the claimed sup of sigma'
 V2_RTOL = 1e-12  # float64 slack on the bound
@@ -126,24 +126,22 @@ def _plot_v2(m: Mapping[str, Any], setting: Mapping[str, Any]):
     return fig
 
 
-register_experiment(
-    Experiment(
-        id="V2",
-        statement="Sigmoid: sigma' <= 0.25, so 20 layers scale the gradient by at most 0.25^20; tanh: <= 1.",
-        source=SOURCE,
-        expected="sup sigma' = 0.25 (sigmoid) and 1 (tanh), reached only at z = 0; every random depth-20 tower "
-        "scales d f / d w_1 by at most 0.25^20 ~ 9.1e-13 (sigmoid) and 1 (tanh)",
-        refuted_if="the derivative exceeds 0.25 (sigmoid) or 1 (tanh) anywhere on a grid of [-10, 10] through 0, "
-        "or a measured tower factor exceeds bound^depth (relative slack 1e-12)",
-        presets={
-            "tiny": {"depth": 20, "trials": 10, "grid_points": 2001, "grid_half_width": 10.0, "output_scale": 1.0},
-            "quick": {"depth": 20, "trials": 200, "grid_points": 20001, "grid_half_width": 10.0, "output_scale": 1.0},
-            "full": {"depth": 20, "trials": 2000, "grid_points": 200001, "grid_half_width": 10.0, "output_scale": 1.0},
-        },
-        measure=_measure_v2,
-        judge=_judge_v2,
-        plot=_plot_v2,
-        counterexample={"output_scale": 4.0},
-        references=("sigma'(z) = sigma(z)(1 - sigma(z)) <= 1/4 and tanh'(z) = 1 - tanh(z)^2 <= 1, equality at z = 0",),
-    )
+EXPERIMENT = Experiment(
+    id="V2",
+    statement="Sigmoid: sigma' <= 0.25, so 20 layers scale the gradient by at most 0.25^20; tanh: <= 1.",
+    source=SOURCE,
+    expected="sup sigma' = 0.25 (sigmoid) and 1 (tanh), reached only at z = 0; every random depth-20 tower "
+    "scales d f / d w_1 by at most 0.25^20 ~ 9.1e-13 (sigmoid) and 1 (tanh)",
+    refuted_if="the derivative exceeds 0.25 (sigmoid) or 1 (tanh) anywhere on a grid of [-10, 10] through 0, "
+    "or a measured tower factor exceeds bound^depth (relative slack 1e-12)",
+    presets={
+        "tiny": {"depth": 20, "trials": 10, "grid_points": 2001, "grid_half_width": 10.0, "output_scale": 1.0},
+        "quick": {"depth": 20, "trials": 200, "grid_points": 20001, "grid_half_width": 10.0, "output_scale": 1.0},
+        "full": {"depth": 20, "trials": 2000, "grid_points": 200001, "grid_half_width": 10.0, "output_scale": 1.0},
+    },
+    measure=_measure_v2,
+    judge=_judge_v2,
+    plot=_plot_v2,
+    counterexample={"output_scale": 4.0},
+    references=("sigma'(z) = sigma(z)(1 - sigma(z)) <= 1/4 and tanh'(z) = 1 - tanh(z)^2 <= 1, equality at z = 0",),
 )

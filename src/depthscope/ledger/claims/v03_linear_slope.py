@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from depthscope.ledger._experiment import Experiment, Judgement, confirmed, refuted, register_experiment
+from depthscope.ledger._experiment import Experiment, Judgement, confirmed, refuted
 from depthscope.ledger.claims._vanishing_common import SOURCE, _build, _relative_gap
 
 V3_CLAIMED = {10: 57.0, 20: 3325.0}  # the claim's figures
@@ -72,23 +72,21 @@ def _plot_v3(m: Mapping[str, Any], setting: Mapping[str, Any]):
     return fig
 
 
-register_experiment(
-    Experiment(
-        id="V3",
-        statement="Linear activation a = 1.5: factor 1.5^10 ~ 57, 1.5^20 ~ 3325.",
-        source=SOURCE,
-        expected="autograd through a linear tower of slope 1.5 gives d f / d w_1 = x 1.5^L: 57.67 x at L = 10 and "
-        "3325.26 x at L = 20",
-        refuted_if=f"the measured factor at L = 10 or 20 differs from 57 or 3325 by more than {V3_CLAIM_RTOL:.0%}, "
-        f"or any depth's factor differs from a^L by more than {V3_CLOSED_FORM_RTOL:g}",
-        presets={
-            "tiny": {"slope": 1.5, "max_depth": 20},
-            "quick": {"slope": 1.5, "max_depth": 30},
-            "full": {"slope": 1.5, "max_depth": 60},
-        },
-        measure=_measure_v3,
-        judge=_judge_v3,
-        plot=_plot_v3,
-        counterexample={"slope": 1.0},
-    )
+EXPERIMENT = Experiment(
+    id="V3",
+    statement="Linear activation a = 1.5: factor 1.5^10 ~ 57, 1.5^20 ~ 3325.",
+    source=SOURCE,
+    expected="autograd through a linear tower of slope 1.5 gives d f / d w_1 = x 1.5^L: 57.67 x at L = 10 and "
+    "3325.26 x at L = 20",
+    refuted_if=f"the measured factor at L = 10 or 20 differs from 57 or 3325 by more than {V3_CLAIM_RTOL:.0%}, "
+    f"or any depth's factor differs from a^L by more than {V3_CLOSED_FORM_RTOL:g}",
+    presets={
+        "tiny": {"slope": 1.5, "max_depth": 20},
+        "quick": {"slope": 1.5, "max_depth": 30},
+        "full": {"slope": 1.5, "max_depth": 60},
+    },
+    measure=_measure_v3,
+    judge=_judge_v3,
+    plot=_plot_v3,
+    counterexample={"slope": 1.0},
 )

@@ -10,9 +10,9 @@ import torch
 from torch import nn
 
 from depthscope.chain import Chain
-from depthscope.ledger._experiment import Experiment, Judgement, confirmed, refuted, register_experiment
+from depthscope.ledger._experiment import Experiment, Judgement, confirmed, refuted
 from depthscope.ledger.claims._vanishing_common import SOURCE, _build, _child_seed
-from depthscope.zoo._layers import make_activation
+from depthscope.zoo import make_activation
 from depthscope.zoo.toys import deep_linear_weight_grad
 
 V4_RTOL = 1e-10  # float64 products of up to 100 matrices
@@ -86,25 +86,23 @@ def _plot_v4(m: Mapping[str, Any], setting: Mapping[str, Any]):
     return fig
 
 
-register_experiment(
-    Experiment(
-        id="V4",
-        statement="Deep linear network: the gradient for W_k is a product of the other weight matrices.",
-        source=SOURCE,
-        expected="autograd's dE/dW_k equals (W_L...W_{k+1})^T g x^T (W_{k-1}...W_1)^T for every layer, to ~1e-14",
-        refuted_if=f"for any layer of any network, the relative Frobenius error exceeds {V4_RTOL:g}",
-        presets={
-            "tiny": {"depths": [3, 8], "width": 6, "batch": 4, "trials": 2, "activation": "linear"},
-            "quick": {"depths": [5, 20, 50], "width": 32, "batch": 16, "trials": 3, "activation": "linear"},
-            "full": {"depths": [5, 20, 100], "width": 128, "batch": 64, "trials": 5, "activation": "linear"},
-        },
-        measure=_measure_v4,
-        judge=_judge_v4,
-        plot=_plot_v4,
-        counterexample={"activation": "tanh"},
-        references=(
-            "Saxe, McClelland & Ganguli 2014, Exact solutions to the nonlinear dynamics of learning in deep "
-            "linear neural networks",
-        ),
-    )
+EXPERIMENT = Experiment(
+    id="V4",
+    statement="Deep linear network: the gradient for W_k is a product of the other weight matrices.",
+    source=SOURCE,
+    expected="autograd's dE/dW_k equals (W_L...W_{k+1})^T g x^T (W_{k-1}...W_1)^T for every layer, to ~1e-14",
+    refuted_if=f"for any layer of any network, the relative Frobenius error exceeds {V4_RTOL:g}",
+    presets={
+        "tiny": {"depths": [3, 8], "width": 6, "batch": 4, "trials": 2, "activation": "linear"},
+        "quick": {"depths": [5, 20, 50], "width": 32, "batch": 16, "trials": 3, "activation": "linear"},
+        "full": {"depths": [5, 20, 100], "width": 128, "batch": 64, "trials": 5, "activation": "linear"},
+    },
+    measure=_measure_v4,
+    judge=_judge_v4,
+    plot=_plot_v4,
+    counterexample={"activation": "tanh"},
+    references=(
+        "Saxe, McClelland & Ganguli 2014, Exact solutions to the nonlinear dynamics of learning in deep "
+        "linear neural networks",
+    ),
 )

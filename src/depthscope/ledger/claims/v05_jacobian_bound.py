@@ -11,14 +11,14 @@ import torch
 from torch import nn
 
 from depthscope.chain import Chain
-from depthscope.ledger._experiment import Experiment, Judgement, confirmed, refuted, register_experiment
+from depthscope.ledger._experiment import Experiment, Judgement, confirmed, refuted
 from depthscope.ledger.claims._vanishing_common import SOURCE, _build, _child_seed, _jacobian
 from depthscope.probing import probe
 from depthscope.zoo.toys import activation_derivative
 
 V5_DW_RTOL = 1e-12  # J_k against diag(phi'(W x + b)) W, float64
 V5_LOG_SLACK = 1e-9  # a bound "holds" when log ||g_k|| <= log bound + this
-V5_NORMS = {"spectral": "local_sigma_max", "rms": "local_fro"}  # bound_norm -> BlockStats field
+V5_NORMS = {"spectral": "local_sigma_max", "rms": "local_rms"}  # bound_norm -> BlockStats field
 COTANGENTS = ("random", "top")
 
 
@@ -125,45 +125,43 @@ def _plot_v5(m: Mapping[str, Any], setting: Mapping[str, Any]):
     return fig
 
 
-register_experiment(
-    Experiment(
-        id="V5",
-        statement="A layer's Jacobian is D W; the backward gradient is bounded by the product of ||J_k||_2.",
-        source=SOURCE,
-        expected="each block's Jacobian equals diag(phi'(W x + b)) W to rounding; ||g_k|| <= ||g_L|| prod_{j>=k} "
-        "||J_j||_2 at every step, also for the worst-case output direction; the bound loosens with depth",
-        refuted_if=f"some J_k differs from D_k W_k by more than {V5_DW_RTOL:g} (relative), or log ||g_k|| exceeds "
-        f"log ||g_L|| + sum_(j>=k) log ||J_j||_2 by more than {V5_LOG_SLACK:g} at some step",
-        presets={
-            "tiny": {
-                "depth": 4,
-                "width": 8,
-                "activation": "tanh",
-                "sigma_w": 1.0,
-                "trials": 2,
-                "bound_norm": "spectral",
-            },
-            "quick": {
-                "depth": 32,
-                "width": 64,
-                "activation": "tanh",
-                "sigma_w": 1.0,
-                "trials": 3,
-                "bound_norm": "spectral",
-            },
-            "full": {
-                "depth": 64,
-                "width": 256,
-                "activation": "tanh",
-                "sigma_w": 1.0,
-                "trials": 5,
-                "bound_norm": "spectral",
-            },
+EXPERIMENT = Experiment(
+    id="V5",
+    statement="A layer's Jacobian is D W; the backward gradient is bounded by the product of ||J_k||_2.",
+    source=SOURCE,
+    expected="each block's Jacobian equals diag(phi'(W x + b)) W to rounding; ||g_k|| <= ||g_L|| prod_{j>=k} "
+    "||J_j||_2 at every step, also for the worst-case output direction; the bound loosens with depth",
+    refuted_if=f"some J_k differs from D_k W_k by more than {V5_DW_RTOL:g} (relative), or log ||g_k|| exceeds "
+    f"log ||g_L|| + sum_(j>=k) log ||J_j||_2 by more than {V5_LOG_SLACK:g} at some step",
+    presets={
+        "tiny": {
+            "depth": 4,
+            "width": 8,
+            "activation": "tanh",
+            "sigma_w": 1.0,
+            "trials": 2,
+            "bound_norm": "spectral",
         },
-        measure=_measure_v5,
-        judge=_judge_v5,
-        plot=_plot_v5,
-        counterexample={"bound_norm": "rms"},
-        references=("the operator norm is submultiplicative: ||J_1^T ... J_L^T g|| <= prod ||J_k||_2 ||g||",),
-    )
+        "quick": {
+            "depth": 32,
+            "width": 64,
+            "activation": "tanh",
+            "sigma_w": 1.0,
+            "trials": 3,
+            "bound_norm": "spectral",
+        },
+        "full": {
+            "depth": 64,
+            "width": 256,
+            "activation": "tanh",
+            "sigma_w": 1.0,
+            "trials": 5,
+            "bound_norm": "spectral",
+        },
+    },
+    measure=_measure_v5,
+    judge=_judge_v5,
+    plot=_plot_v5,
+    counterexample={"bound_norm": "rms"},
+    references=("the operator norm is submultiplicative: ||J_1^T ... J_L^T g|| <= prod ||J_k||_2 ||g||",),
 )

@@ -10,10 +10,9 @@ import torch
 from torch import nn
 
 from depthscope.chain import Chain
-from depthscope.ledger._experiment import Experiment, Judgement, confirmed, qualified, refuted, register_experiment
+from depthscope.ledger._experiment import Experiment, Judgement, confirmed, qualified, refuted
 from depthscope.ledger.claims._vanishing_common import SOURCE, VANISHING, _blocks_of, _build, _child_seed, _gain_class
-from depthscope.probing import probe
-from depthscope.probing._verdict import VERDICT_LOG_GAIN
+from depthscope.probing import VERDICT_LOG_GAIN, probe
 from depthscope.zoo.toys import activation_derivative
 
 V6_BATCH = 4  # inputs per network; probe statistics are batch means
@@ -53,7 +52,7 @@ def _v6_network(setting: Mapping[str, Any], sigma_b: float, seed: int, gen: torc
         "sigma_b": sigma_b,
         "w_norm": w_norm,
         "dw_norm": report.column("local_sigma_max"),
-        "rms_gain": report.column("local_fro"),
+        "rms_gain": report.column("local_rms"),
         "log_grad_gain": report.input_grad_log_norm,
         "log_grad_profile": report.column("grad_log_norm"),
         "mean_derivative": mean_d,
@@ -135,39 +134,37 @@ def _plot_v6(m: Mapping[str, Any], setting: Mapping[str, Any]):
     return fig
 
 
-register_experiment(
-    Experiment(
-        id="V6",
-        statement="Expansive W with saturated activations can still vanish: ||D W|| < 1.",
-        source=SOURCE,
-        expected="a tanh MLP with sigma_w = 4 (every ||W_k||_2 ~ 8 > 1) and biases of std 20 saturates most units, "
-        "and the gradient falls below 1/10 across the blocks; the claim's mechanism is ||D_k W_k|| < 1",
-        refuted_if="with every ||W_k||_2 > 1 the input gradient does not fall below 1/10 of the output gradient; "
-        "qualified if it vanishes while ||D_k W_k||_2 >= 1 in most blocks (vanishing without the stated ||D W|| < 1)",
-        presets={
-            "tiny": {"depth": 8, "width": 16, "sigma_w": 4.0, "sigma_b": 20.0, "sweep_sigma_b": [0.0, 20.0, 100.0]},
-            "quick": {
-                "depth": 32,
-                "width": 64,
-                "sigma_w": 4.0,
-                "sigma_b": 20.0,
-                "sweep_sigma_b": [0.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0],
-            },
-            "full": {
-                "depth": 64,
-                "width": 256,
-                "sigma_w": 4.0,
-                "sigma_b": 20.0,
-                "sweep_sigma_b": [0.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0],
-            },
+EXPERIMENT = Experiment(
+    id="V6",
+    statement="Expansive W with saturated activations can still vanish: ||D W|| < 1.",
+    source=SOURCE,
+    expected="a tanh MLP with sigma_w = 4 (every ||W_k||_2 ~ 8 > 1) and biases of std 20 saturates most units, "
+    "and the gradient falls below 1/10 across the blocks; the claim's mechanism is ||D_k W_k|| < 1",
+    refuted_if="with every ||W_k||_2 > 1 the input gradient does not fall below 1/10 of the output gradient; "
+    "qualified if it vanishes while ||D_k W_k||_2 >= 1 in most blocks (vanishing without the stated ||D W|| < 1)",
+    presets={
+        "tiny": {"depth": 8, "width": 16, "sigma_w": 4.0, "sigma_b": 20.0, "sweep_sigma_b": [0.0, 20.0, 100.0]},
+        "quick": {
+            "depth": 32,
+            "width": 64,
+            "sigma_w": 4.0,
+            "sigma_b": 20.0,
+            "sweep_sigma_b": [0.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0],
         },
-        measure=_measure_v6,
-        judge=_judge_v6,
-        plot=_plot_v6,
-        counterexample={"sigma_b": 0.0},
-        references=(
-            "Schoenholz, Gilmer, Ganguli & Sohl-Dickstein 2017, Deep information propagation: the RMS "
-            "gain per layer is sqrt(chi_1), chi_1 = sigma_w^2 E[phi'(h)^2]",
-        ),
-    )
+        "full": {
+            "depth": 64,
+            "width": 256,
+            "sigma_w": 4.0,
+            "sigma_b": 20.0,
+            "sweep_sigma_b": [0.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0],
+        },
+    },
+    measure=_measure_v6,
+    judge=_judge_v6,
+    plot=_plot_v6,
+    counterexample={"sigma_b": 0.0},
+    references=(
+        "Schoenholz, Gilmer, Ganguli & Sohl-Dickstein 2017, Deep information propagation: the RMS "
+        "gain per layer is sqrt(chi_1), chi_1 = sigma_w^2 E[phi'(h)^2]",
+    ),
 )

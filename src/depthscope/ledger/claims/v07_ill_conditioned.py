@@ -9,10 +9,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from depthscope.ledger._experiment import Experiment, Judgement, confirmed, qualified, refuted, register_experiment
+from depthscope.ledger._experiment import Experiment, Judgement, confirmed, qualified, refuted
 from depthscope.ledger.claims._vanishing_common import SOURCE, _blocks_of, _build, _child_seed, _jacobian
-from depthscope.probing import probe
-from depthscope.probing._verdict import VERDICT_LOG_GAIN
+from depthscope.probing import VERDICT_LOG_GAIN, probe
 
 V7_FACTOR = math.exp(VERDICT_LOG_GAIN)  # 10: beyond it a direction explodes (or, below 1/10, vanishes)
 V7_ILL_CONDITIONED = V7_FACTOR**2  # condition number sigma_max / sigma_min above which J is ill-conditioned
@@ -136,49 +135,47 @@ def _plot_v7(m: Mapping[str, Any], setting: Mapping[str, Any]):
     return fig
 
 
-register_experiment(
-    Experiment(
-        id="V7",
-        statement="An ill-conditioned Jacobian vanishes and explodes at once, in different directions.",
-        source=SOURCE,
-        expected="in tanh MLPs the end-to-end Jacobian is ill-conditioned at every weight scale; in the chaotic "
-        "phase (sigma_w > 1) its top singular direction is amplified more than 10x while its bottom direction "
-        "shrinks below 1/10 in the same network",
-        refuted_if="no network of the sweep amplifies its top left singular direction beyond 10x while shrinking the "
-        "bottom one below 1/10; qualified if some ill-conditioned (cond > 100) Jacobians do not show both",
-        presets={
-            "tiny": {
-                "depth": 24,
-                "width": 32,
-                "activation": "tanh",
-                "init": "gaussian",
-                "sigma_ws": [1.0, 3.0],
-                "trials": 1,
-            },
-            "quick": {
-                "depth": 32,
-                "width": 64,
-                "activation": "tanh",
-                "init": "gaussian",
-                "sigma_ws": [0.5, 1.0, 1.5, 2.0, 3.0],
-                "trials": 2,
-            },
-            "full": {
-                "depth": 64,
-                "width": 256,
-                "activation": "tanh",
-                "init": "gaussian",
-                "sigma_ws": [0.5, 1.0, 1.25, 1.5, 2.0, 3.0, 4.0],
-                "trials": 3,
-            },
+EXPERIMENT = Experiment(
+    id="V7",
+    statement="An ill-conditioned Jacobian vanishes and explodes at once, in different directions.",
+    source=SOURCE,
+    expected="in tanh MLPs the end-to-end Jacobian is ill-conditioned at every weight scale; in the chaotic "
+    "phase (sigma_w > 1) its top singular direction is amplified more than 10x while its bottom direction "
+    "shrinks below 1/10 in the same network",
+    refuted_if="no network of the sweep amplifies its top left singular direction beyond 10x while shrinking the "
+    "bottom one below 1/10; qualified if some ill-conditioned (cond > 100) Jacobians do not show both",
+    presets={
+        "tiny": {
+            "depth": 24,
+            "width": 32,
+            "activation": "tanh",
+            "init": "gaussian",
+            "sigma_ws": [1.0, 3.0],
+            "trials": 1,
         },
-        measure=_measure_v7,
-        judge=_judge_v7,
-        plot=_plot_v7,
-        counterexample={"activation": "linear", "init": "orthogonal"},
-        references=(
-            "Pennington, Schoenholz & Ganguli 2017: the spread of the Jacobian's singular values, not their "
-            "mean, separates isometric from non-isometric networks",
-        ),
-    )
+        "quick": {
+            "depth": 32,
+            "width": 64,
+            "activation": "tanh",
+            "init": "gaussian",
+            "sigma_ws": [0.5, 1.0, 1.5, 2.0, 3.0],
+            "trials": 2,
+        },
+        "full": {
+            "depth": 64,
+            "width": 256,
+            "activation": "tanh",
+            "init": "gaussian",
+            "sigma_ws": [0.5, 1.0, 1.25, 1.5, 2.0, 3.0, 4.0],
+            "trials": 3,
+        },
+    },
+    measure=_measure_v7,
+    judge=_judge_v7,
+    plot=_plot_v7,
+    counterexample={"activation": "linear", "init": "orthogonal"},
+    references=(
+        "Pennington, Schoenholz & Ganguli 2017: the spread of the Jacobian's singular values, not their "
+        "mean, separates isometric from non-isometric networks",
+    ),
 )

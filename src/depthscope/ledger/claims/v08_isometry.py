@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from depthscope.chain import Chain
-from depthscope.ledger._experiment import Experiment, Judgement, confirmed, qualified, refuted, register_experiment
+from depthscope.ledger._experiment import Experiment, Judgement, confirmed, qualified, refuted
 from depthscope.ledger.claims._vanishing_common import SOURCE, _blocks_of, _build, _child_seed, _jacobian
 
 V8_ISOMETRY_TOL = 1e-10  # |sigma_i - 1|, float64
@@ -136,42 +136,40 @@ def _plot_v8(m: Mapping[str, Any], setting: Mapping[str, Any]):
     return fig
 
 
-register_experiment(
-    Experiment(
-        id="V8",
-        statement="Orthogonal W with derivative-1 activation is an isometry: dynamical isometry, perfect propagation.",
-        source=SOURCE,
-        expected="every singular value of a deep orthogonal linear chain is 1 to 1e-10; the variance of the squared "
-        "singular values is ~L (linear, Gaussian), ~2L (ReLU, Gaussian, sigma_w^2 = 2) and 0 (linear, orthogonal)",
-        refuted_if=f"a singular value of the orthogonal, slope-1 chain differs from 1 by more than "
-        f"{V8_ISOMETRY_TOL:g}; "
-        f"qualified if a measured variance misses Pennington et al.'s value by more than {V8_MOMENT_RTOL:.0%}",
-        presets={
-            "tiny": {"width": 128, "depths": [2, 4], "seeds": 4, "isometry_depth": 16, "isometry_init": "orthogonal"},
-            "quick": {
-                "width": 256,
-                "depths": [2, 4, 8, 16],
-                "seeds": 4,
-                "isometry_depth": 64,
-                "isometry_init": "orthogonal",
-            },
-            "full": {
-                "width": 512,
-                "depths": [2, 4, 8, 16, 32],
-                "seeds": 8,
-                "isometry_depth": 256,
-                "isometry_init": "orthogonal",
-            },
+EXPERIMENT = Experiment(
+    id="V8",
+    statement="Orthogonal W with derivative-1 activation is an isometry: dynamical isometry, perfect propagation.",
+    source=SOURCE,
+    expected="every singular value of a deep orthogonal linear chain is 1 to 1e-10; the variance of the squared "
+    "singular values is ~L (linear, Gaussian), ~2L (ReLU, Gaussian, sigma_w^2 = 2) and 0 (linear, orthogonal)",
+    refuted_if=f"a singular value of the orthogonal, slope-1 chain differs from 1 by more than "
+    f"{V8_ISOMETRY_TOL:g}; "
+    f"qualified if a measured variance misses Pennington et al.'s value by more than {V8_MOMENT_RTOL:.0%}",
+    presets={
+        "tiny": {"width": 128, "depths": [2, 4], "seeds": 4, "isometry_depth": 16, "isometry_init": "orthogonal"},
+        "quick": {
+            "width": 256,
+            "depths": [2, 4, 8, 16],
+            "seeds": 4,
+            "isometry_depth": 64,
+            "isometry_init": "orthogonal",
         },
-        measure=_measure_v8,
-        judge=_judge_v8,
-        plot=_plot_v8,
-        counterexample={"isometry_init": "gaussian"},
-        references=(
-            "Pennington, Schoenholz & Ganguli 2017, Resurrecting the sigmoid in deep learning through dynamical "
-            "isometry: variance of the squared singular values of the input-output Jacobian at criticality is L "
-            "(linear, Gaussian), 2L (ReLU, Gaussian) and 0 (linear, orthogonal)",
-            "Saxe, McClelland & Ganguli 2014: orthogonal initialisation makes deep linear networks isometric",
-        ),
-    )
+        "full": {
+            "width": 512,
+            "depths": [2, 4, 8, 16, 32],
+            "seeds": 8,
+            "isometry_depth": 256,
+            "isometry_init": "orthogonal",
+        },
+    },
+    measure=_measure_v8,
+    judge=_judge_v8,
+    plot=_plot_v8,
+    counterexample={"isometry_init": "gaussian"},
+    references=(
+        "Pennington, Schoenholz & Ganguli 2017, Resurrecting the sigmoid in deep learning through dynamical "
+        "isometry: variance of the squared singular values of the input-output Jacobian at criticality is L "
+        "(linear, Gaussian), 2L (ReLU, Gaussian) and 0 (linear, orthogonal)",
+        "Saxe, McClelland & Ganguli 2014: orthogonal initialisation makes deep linear networks isometric",
+    ),
 )

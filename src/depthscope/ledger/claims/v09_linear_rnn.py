@@ -11,7 +11,7 @@ import torch
 
 from depthscope import dynamics
 from depthscope.estimators import lyapunov
-from depthscope.ledger._experiment import Experiment, Judgement, confirmed, qualified, refuted, register_experiment
+from depthscope.ledger._experiment import Experiment, Judgement, confirmed, qualified, refuted
 from depthscope.ledger.claims._vanishing_common import (
     EXPLODING,
     SOURCE,
@@ -22,7 +22,7 @@ from depthscope.ledger.claims._vanishing_common import (
     _recurrent_matrix,
     _unit,
 )
-from depthscope.probing._verdict import VERDICT_LOG_GAIN
+from depthscope.probing import VERDICT_LOG_GAIN
 
 V9_TRANSIENT_FACTOR = math.exp(VERDICT_LOG_GAIN)  # a rho < 1 gradient that first grows 10x grows "large"
 V9_LYAPUNOV_TOL = 0.02  # |lambda_1 - ln rho| per step after lyap_steps steps
@@ -42,7 +42,7 @@ def _power_norms(W: torch.Tensor, steps: int) -> list[float]:
 
 
 def _measure_v9(setting: Mapping[str, Any], seed: int) -> dict:
-    """Per spectral radius rho: the linear RNN h_t = W h_{t-1} (`dynamics.linear_rnn`). The gradient of
+    """Per spectral radius rho: the linear RNN h_t = W h_{t-1} (`dynamics.rnn_linear`). The gradient of
     <h_T, u> (u a random unit vector) with respect to h_0 by backpropagation over T = horizon steps; the
     worst case ||W^t||_2 for t <= T; the top Lyapunov exponent (`depthscope.lyapunov`, lyap_steps steps
     after lyap_transient) against ln rho."""
@@ -52,10 +52,10 @@ def _measure_v9(setting: Mapping[str, Any], seed: int) -> dict:
     for rho in setting["radii"]:
         W = _recurrent_matrix(n, rho, setting["shear"], _child_seed(gen))
         h0 = torch.zeros(1, n, dtype=torch.float64)
-        log_gain = _gradient_log_gain(dynamics.linear_rnn(W, T), h0, _unit(n, gen))
+        log_gain = _gradient_log_gain(dynamics.rnn_linear(W, T), h0, _unit(n, gen))
         norms = _power_norms(W, T)
         lyap = lyapunov(
-            dynamics.linear_rnn(W, setting["lyap_steps"]),
+            dynamics.rnn_linear(W, setting["lyap_steps"]),
             h0,
             k=1,
             seed=_child_seed(gen),
@@ -123,49 +123,47 @@ def _plot_v9(m: Mapping[str, Any], setting: Mapping[str, Any]):
     return fig
 
 
-register_experiment(
-    Experiment(
-        id="V9",
-        statement="Linear RNN h_T = W^T h_0: spectral radius < 1 vanishes, > 1 explodes.",
-        source=SOURCE,
-        expected="for random W rescaled to spectral radius rho, the gradient through T steps falls below 1/10 for "
-        "rho < 1 and grows beyond 10 for rho > 1, at the rate ln rho per step (the top Lyapunov exponent)",
-        refuted_if="for some rho < 1 the gradient over the horizon T does not fall below 1/10 of the output "
-        "gradient, or for some rho > 1 it does not grow beyond 10x; qualified if a rho < 1 gradient first grows by "
-        "more than 10x (a non-normal transient) before vanishing",
-        presets={
-            "tiny": {
-                "n": 16,
-                "radii": [0.8, 0.9, 1.1, 1.25],
-                "horizon": 60,
-                "shear": 0.0,
-                "lyap_steps": 400,
-                "lyap_transient": 100,
-            },
-            "quick": {
-                "n": 32,
-                "radii": [0.8, 0.9, 0.95, 1.05, 1.1, 1.25],
-                "horizon": 200,
-                "shear": 0.0,
-                "lyap_steps": 2000,
-                "lyap_transient": 500,
-            },
-            "full": {
-                "n": 128,
-                "radii": [0.8, 0.9, 0.95, 0.99, 1.01, 1.05, 1.1, 1.25],
-                "horizon": 1000,
-                "shear": 0.0,
-                "lyap_steps": 10000,
-                "lyap_transient": 2000,
-            },
+EXPERIMENT = Experiment(
+    id="V9",
+    statement="Linear RNN h_T = W^T h_0: spectral radius < 1 vanishes, > 1 explodes.",
+    source=SOURCE,
+    expected="for random W rescaled to spectral radius rho, the gradient through T steps falls below 1/10 for "
+    "rho < 1 and grows beyond 10 for rho > 1, at the rate ln rho per step (the top Lyapunov exponent)",
+    refuted_if="for some rho < 1 the gradient over the horizon T does not fall below 1/10 of the output "
+    "gradient, or for some rho > 1 it does not grow beyond 10x; qualified if a rho < 1 gradient first grows by "
+    "more than 10x (a non-normal transient) before vanishing",
+    presets={
+        "tiny": {
+            "n": 16,
+            "radii": [0.8, 0.9, 1.1, 1.25],
+            "horizon": 60,
+            "shear": 0.0,
+            "lyap_steps": 400,
+            "lyap_transient": 100,
         },
-        measure=_measure_v9,
-        judge=_judge_v9,
-        plot=_plot_v9,
-        counterexample={"shear": 3.0},
-        references=(
-            "Pascanu, Mikolov & Bengio 2013, On the difficulty of training recurrent neural networks",
-            "Trefethen & Embree 2005, Spectra and Pseudospectra: transient growth of non-normal matrices",
-        ),
-    )
+        "quick": {
+            "n": 32,
+            "radii": [0.8, 0.9, 0.95, 1.05, 1.1, 1.25],
+            "horizon": 200,
+            "shear": 0.0,
+            "lyap_steps": 2000,
+            "lyap_transient": 500,
+        },
+        "full": {
+            "n": 128,
+            "radii": [0.8, 0.9, 0.95, 0.99, 1.01, 1.05, 1.1, 1.25],
+            "horizon": 1000,
+            "shear": 0.0,
+            "lyap_steps": 10000,
+            "lyap_transient": 2000,
+        },
+    },
+    measure=_measure_v9,
+    judge=_judge_v9,
+    plot=_plot_v9,
+    counterexample={"shear": 3.0},
+    references=(
+        "Pascanu, Mikolov & Bengio 2013, On the difficulty of training recurrent neural networks",
+        "Trefethen & Embree 2005, Spectra and Pseudospectra: transient growth of non-normal matrices",
+    ),
 )

@@ -11,7 +11,7 @@ import torch
 
 from depthscope import dynamics
 from depthscope.estimators import lyapunov
-from depthscope.ledger._experiment import Experiment, Judgement, confirmed, qualified, refuted, register_experiment
+from depthscope.ledger._experiment import Experiment, Judgement, confirmed, qualified, refuted
 from depthscope.ledger.claims._vanishing_common import (
     EXPLODING,
     MARGINAL,
@@ -25,7 +25,7 @@ from depthscope.ledger.claims._vanishing_common import (
     _shear,
     _unit,
 )
-from depthscope.probing._verdict import VERDICT_LOG_GAIN
+from depthscope.probing import VERDICT_LOG_GAIN
 from depthscope.zoo.rnn import recurrent_weight
 
 V10_DECISIVE = 2 * VERDICT_LOG_GAIN  # |lambda_1 T| beyond ln 100: the exponent decisively predicts a class
@@ -58,7 +58,7 @@ def _v10_systems(setting: Mapping[str, Any], gen: torch.Generator) -> list[dict]
                 "name": f"linear rho={rho:g}",
                 "kind": "linear",
                 "n": setting["linear_n"],
-                "build": lambda k, W=W: dynamics.linear_rnn(W, k),
+                "build": lambda k, W=W: dynamics.rnn_linear(W, k),
             }
         )
     with _float64():
@@ -69,7 +69,7 @@ def _v10_systems(setting: Mapping[str, Any], gen: torch.Generator) -> list[dict]
             "name": "linear orthogonal",
             "kind": "linear",
             "n": setting["linear_n"],
-            "build": lambda k, Q=Q: dynamics.linear_rnn(Q, k),
+            "build": lambda k, Q=Q: dynamics.rnn_linear(Q, k),
         }
     )
     for g in setting["tanh_gains"]:
@@ -80,7 +80,7 @@ def _v10_systems(setting: Mapping[str, Any], gen: torch.Generator) -> list[dict]
                 "name": f"tanh g={g:g}",
                 "kind": "tanh",
                 "n": setting["tanh_n"],
-                "build": lambda k, W=W: dynamics.tanh_rnn(W, k),
+                "build": lambda k, W=W: dynamics.rnn_tanh(W, k),
             }
         )
     for g in setting["rate_gains"]:
@@ -210,59 +210,57 @@ def _plot_v10(m: Mapping[str, Any], setting: Mapping[str, Any]):
 
 _V10_COMMON = {"linear_radii": [0.9, 1.1], "tanh_gains": [0.5, 2.0], "rate_gains": [0.5, 4.0], "dt": 0.1, "shear": 0.0}
 
-register_experiment(
-    Experiment(
-        id="V10",
-        statement="Lyapunov exponent of the backward dynamics: negative = vanishing, positive = exploding, "
-        "zero = marginal (the goal of modern architectures).",
-        source=SOURCE,
-        expected="linear RNNs (rho 0.9, 1, 1.1), tanh RNNs (g 0.5, 2) and rate networks (g 0.5, 4): the top "
-        "exponent lambda_1 (per step, from a long run) predicts the gradient over T steps: e^(lambda_1 T) < 1/100 -> "
-        "below 1/10, > 100 -> above 10, within [1/sqrt(10), sqrt(10)] -> within [1/10, 10]; for rate networks "
-        "sum lambda_i = mean log|det J_step| exactly",
-        refuted_if="in some system whose e^(lambda_1 T) is below 1/100, above 100 or within [1/sqrt(10), sqrt(10)], "
-        "the gradient's gain over the horizon T is not below 1/10, above 10 or within [1/10, 10] respectively; "
-        "qualified if some class has no decisively predicted system",
-        presets={
-            "tiny": {
-                **_V10_COMMON,
-                "linear_n": 16,
-                "tanh_n": 16,
-                "rate_n": 16,
-                "horizon": 200,
-                "burn_in": 200,
-                "lyap_steps": 400,
-                "lyap_transient": 100,
-            },
-            "quick": {
-                **_V10_COMMON,
-                "linear_n": 32,
-                "tanh_n": 64,
-                "rate_n": 100,
-                "horizon": 400,
-                "burn_in": 500,
-                "lyap_steps": 2000,
-                "lyap_transient": 500,
-            },
-            "full": {
-                **_V10_COMMON,
-                "linear_n": 128,
-                "tanh_n": 256,
-                "rate_n": 100,
-                "horizon": 1000,
-                "burn_in": 2000,
-                "lyap_steps": 10000,
-                "lyap_transient": 2000,
-            },
+EXPERIMENT = Experiment(
+    id="V10",
+    statement="Lyapunov exponent of the backward dynamics: negative = vanishing, positive = exploding, "
+    "zero = marginal (the goal of modern architectures).",
+    source=SOURCE,
+    expected="linear RNNs (rho 0.9, 1, 1.1), tanh RNNs (g 0.5, 2) and rate networks (g 0.5, 4): the top "
+    "exponent lambda_1 (per step, from a long run) predicts the gradient over T steps: e^(lambda_1 T) < 1/100 -> "
+    "below 1/10, > 100 -> above 10, within [1/sqrt(10), sqrt(10)] -> within [1/10, 10]; for rate networks "
+    "sum lambda_i = mean log|det J_step| exactly",
+    refuted_if="in some system whose e^(lambda_1 T) is below 1/100, above 100 or within [1/sqrt(10), sqrt(10)], "
+    "the gradient's gain over the horizon T is not below 1/10, above 10 or within [1/10, 10] respectively; "
+    "qualified if some class has no decisively predicted system",
+    presets={
+        "tiny": {
+            **_V10_COMMON,
+            "linear_n": 16,
+            "tanh_n": 16,
+            "rate_n": 16,
+            "horizon": 200,
+            "burn_in": 200,
+            "lyap_steps": 400,
+            "lyap_transient": 100,
         },
-        measure=_measure_v10,
-        judge=_judge_v10,
-        plot=_plot_v10,
-        counterexample={"shear": 3.0},
-        references=(
-            "Engelken, Wolf & Abbott 2020, Lyapunov spectra of chaotic recurrent neural networks: the mean exponent of "
-            "h' = -h + J tanh(h) is -1/tau (continuous time); for Euler steps ln(1 - dt)/dt holds only to first order",
-            "Benettin, Galgani, Giorgilli & Strelcyn 1980 (QR method for Lyapunov spectra)",
-        ),
-    )
+        "quick": {
+            **_V10_COMMON,
+            "linear_n": 32,
+            "tanh_n": 64,
+            "rate_n": 100,
+            "horizon": 400,
+            "burn_in": 500,
+            "lyap_steps": 2000,
+            "lyap_transient": 500,
+        },
+        "full": {
+            **_V10_COMMON,
+            "linear_n": 128,
+            "tanh_n": 256,
+            "rate_n": 100,
+            "horizon": 1000,
+            "burn_in": 2000,
+            "lyap_steps": 10000,
+            "lyap_transient": 2000,
+        },
+    },
+    measure=_measure_v10,
+    judge=_judge_v10,
+    plot=_plot_v10,
+    counterexample={"shear": 3.0},
+    references=(
+        "Engelken, Wolf & Abbott 2020, Lyapunov spectra of chaotic recurrent neural networks: the mean exponent of "
+        "h' = -h + J tanh(h) is -1/tau (continuous time); for Euler steps ln(1 - dt)/dt holds only to first order",
+        "Benettin, Galgani, Giorgilli & Strelcyn 1980 (QR method for Lyapunov spectra)",
+    ),
 )

@@ -1,4 +1,5 @@
-"""The linear tape against exact Jacobians (torch.func.jacrev, float64), rule by rule."""
+"""The linear tape against exact Jacobians (torch.func.jacrev, float64), rule by rule, and the calls
+that record no tape."""
 
 from __future__ import annotations
 
@@ -8,9 +9,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import jacrev
 
-import depthscope as ds
-from depthscope.estimators import _tape
-from depthscope.estimators._linearized import ROUTE_AUTOGRAD, ROUTE_TAPE, LinearizedChain
 from depthscope.estimators._tape import record
 
 D = torch.float64
@@ -110,15 +108,6 @@ def test_tape_matches_jacrev(name, shape, fn, gen):
     assert torch.allclose(jtu, torch.einsum("bmn,pbm->pbn", J, u.reshape(P, B, m)), atol=1e-12, rtol=1e-10)
 
 
-def test_conv_then_bn_is_one_operation():
-    fused = record(lambda x: bn3(conv_same(x)), torch.randn(1, 3, 5, 5, dtype=D, requires_grad=True))[1]
-    shared = record(
-        lambda x: (lambda y: bn3(y) + y)(conv_same(x)), torch.randn(1, 3, 5, 5, dtype=D, requires_grad=True)
-    )[1]
-    assert len(fused.ops) == 1  # BN folded into the convolution's weights
-    assert len(shared.ops) == 3  # the convolution's output is read twice: nothing to fold
-
-
 @pytest.mark.parametrize(
     "fn,why",
     [
@@ -140,63 +129,3 @@ def test_batch_norm_from_batch_statistics_records_no_tape():
     bn = nn.BatchNorm2d(3).double().train()
     _, tape, reason = record(bn, torch.randn(4, 3, 2, 2, dtype=D, requires_grad=True))
     assert tape is None and "batch statistics" in reason
-
-
-def test_chain_routes_cnn_steps_to_tapes_and_transformers_to_autograd():
-    torch.manual_seed(0)
-    cnn = ds.create_model("resnet20", width=0.25).eval()
-    lin = LinearizedChain(ds.Chain.from_module(cnn), cnn.example_input(1, torch.Generator().manual_seed(0)))
-    assert set(lin.routes.values()) == {ROUTE_TAPE}
-    tr = ds.create_model("transformer_postln", **ds.model_spec("transformer_postln").tiny).eval()
-    lin = LinearizedChain(ds.Chain.from_module(tr), tr.example_input(1, torch.Generator().manual_seed(0)))
-    assert ROUTE_AUTOGRAD in lin.routes.values()
-    assert all("softmax" in r or "layer_norm" in r for r in lin.route_reasons.values())
-
-
-def test_a_wrong_tape_is_caught_and_the_step_falls_back(monkeypatch):
-    """The check against autograd is real: a tape whose ReLU mask is wrong is refused."""
-    monkeypatch.setitem(_tape._POINTWISE_FAST, torch.relu, lambda x: torch.ones_like(x))
-    chain = ds.Chain([lambda h: torch.relu(h @ W.T)])
-    x = torch.randn(3, 12, dtype=D)
-    lin = LinearizedChain(chain, x)
-    assert lin.route(0) == ROUTE_AUTOGRAD and "differs from autograd" in lin.route_reasons[0]
-    J = _exact(lambda h: torch.relu(h @ W.T), x)
-    assert torch.allclose(lin.explicit(0), J)  # the fallback is exact
-
-
-def test_one_check_per_signature_and_every_failure_is_checked(monkeypatch):
-    """Tapes that replay the same calls on the same shapes are checked once; a tape that fails
-    does not vouch for the next one of its signature, which is checked (and fails) itself."""
-    torch.manual_seed(0)
-    cnn = ds.create_model("resnet20", width=0.25).eval()
-    x = cnn.example_input(1, torch.Generator().manual_seed(0))
-    checked = []
-    original = LinearizedChain._check_tape
-
-    def counting(self, k, tape):
-        checked.append(tape.signature)
-        return original(self, k, tape)
-
-    monkeypatch.setattr(LinearizedChain, "_check_tape", counting)
-    lin = LinearizedChain(ds.Chain.from_module(cnn), x)
-    signatures = {lin._tape[k].signature for k in lin.steps}
-    assert len(checked) == len(signatures) < len(lin.steps)
-    checked.clear()
-    monkeypatch.setitem(_tape._POINTWISE_FAST, torch.relu, lambda x: torch.ones_like(x))
-    lin = LinearizedChain(ds.Chain.from_module(cnn), x)
-    relu_steps = [k for k in lin.steps if lin.route(k) == ROUTE_AUTOGRAD]
-    assert len(relu_steps) >= 9 and len(checked) == len(lin.steps)  # no signature was vouched for
-
-
-def test_probe_is_the_same_through_tapes_and_through_autograd(monkeypatch):
-    torch.manual_seed(0)
-    m = ds.create_model("resnet20", width=0.25).double().eval()
-    x = m.example_input(2, torch.Generator().manual_seed(0)).double()
-    fast = ds.probe(m, x, lyapunov=4, method="matrix-free")
-    monkeypatch.setattr("depthscope.estimators._linearized.record", lambda fn, x: (fn(x), None, "disabled"))
-    slow = ds.probe(m, x, lyapunov=4, method="matrix-free")
-    for a, b in zip(fast.blocks, slow.blocks):
-        for field in ("local_fro", "local_sigma_max", "identity_gap", "cum_log_fro", "grad_log_norm"):
-            va, vb = getattr(a, field), getattr(b, field)
-            assert (va is None and vb is None) or va == pytest.approx(vb, rel=1e-9, abs=1e-12), field
-    assert fast.lyapunov == pytest.approx(slow.lyapunov, rel=1e-9, abs=1e-12)

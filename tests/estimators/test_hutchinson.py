@@ -1,12 +1,11 @@
-"""Probe vectors, the memory order tangents live in, and the standard errors of the estimates."""
+"""Hutchinson probe vectors, the standard error of the estimate, and when more probes are added."""
 
 import math
 
 import pytest
 import torch
 
-from depthscope.estimators._layout import as_native, flatten_native
-from depthscope.estimators._local import rademacher
+from depthscope.estimators._hutchinson import fro_standard_error, rademacher
 
 
 def test_rademacher_signs_are_fair_and_independent(gen):
@@ -23,34 +22,20 @@ def test_rademacher_signs_are_fair_and_independent(gen):
     assert not torch.equal(rademacher((8,), gen, torch.float64), rademacher((8,), gen, torch.float64))
 
 
-def test_native_order_is_channels_last_for_images_and_round_trips():
-    flat = torch.arange(2 * 3 * 4 * 5, dtype=torch.float32).reshape(2, 60)
-    t = as_native(flat, (3, 4, 5))  # (2, C=3, H=4, W=5), stored (H, W, C)
-    assert t.shape == (2, 3, 4, 5) and t.is_contiguous(memory_format=torch.channels_last)
-    assert t.data_ptr() == flat.data_ptr()  # a view
-    assert float(t[0, 1, 0, 0]) == 1.0 and float(t[0, 0, 0, 1]) == 3.0  # channels are innermost
-    assert torch.equal(flatten_native(t, 3), flat)
-    assert torch.equal(flatten_native(t.contiguous(), 3), flat)  # any layout, same order
-    assert torch.equal(as_native(flat, (60,)), flat) and torch.equal(flatten_native(flat.reshape(2, 6, 10), 2), flat)
-
-
 def test_fro_standard_error_is_the_delta_method_over_the_batch():
-    from depthscope.estimators._local import _fro_standard_error
-
     samples = torch.tensor([[4.0, 1.0], [6.0, 1.0], [5.0, 1.0], [5.0, 1.0]], dtype=torch.float64)  # (P=4, B=2)
-    se, mean = _fro_standard_error(samples, n_in=5)
+    se, mean = fro_standard_error(samples, n_in=5)
     # Example 0: m = 5, s = sqrt(2/3), rms = 1, se = rms * s / (2 m sqrt(P)); example 1 has no spread.
     se0 = (2 / 3) ** 0.5 / (2 * 5 * 2)
     assert float(mean) == pytest.approx((1 + 0.2**0.5) / 2, rel=1e-12)
     assert float(se) == pytest.approx(se0 / 2, rel=1e-12)
-    assert math.isinf(float(_fro_standard_error(samples[:1], 5)[0]))  # one probe: no spread to measure
+    assert math.isinf(float(fro_standard_error(samples[:1], 5)[0]))  # one probe: no spread to measure
 
 
 def test_hutchinson_stops_at_the_default_probes_on_an_orthogonal_step(gen):
     # ||Q v||^2 = ||v||^2 = n for every sign vector: no spread, no extra probe, a standard error of 0.
     import depthscope as ds
-    from depthscope.estimators._linearized import LinearizedChain
-    from depthscope.estimators._local import matrix_free_stats
+    from depthscope.estimators import LinearizedChain, matrix_free_stats
 
     Q, _ = torch.linalg.qr(torch.randn(40, 40, dtype=torch.float64, generator=gen))
     lin = LinearizedChain(ds.Chain([("q", lambda x: x @ Q.T)]), torch.randn(3, 40, dtype=torch.float64, generator=gen))
@@ -61,13 +46,3 @@ def test_hutchinson_stops_at_the_default_probes_on_an_orthogonal_step(gen):
         st = matrix_free_stats(lin, [0], 16, gen, with_min=False)[0]
     assert calls == [[16]]
     assert st.fro == pytest.approx(1.0, rel=1e-12) and st.fro_se == pytest.approx(0.0, abs=1e-12)
-
-
-def test_frame_log_rms_pools_columns_and_measures_their_spread():
-    from depthscope.estimators._propagate import frame_log_rms
-
-    # Two steps, four columns, one example: squares (1, 1, 1, 1) then (2, 0, 1, 1).
-    sq = torch.tensor([[[1.0], [1.0], [1.0], [1.0]], [[2.0], [1e-300], [1.0], [1.0]]], dtype=torch.float64)
-    log_rms, se = frame_log_rms(0.5 * sq.log())
-    assert log_rms.tolist() == pytest.approx([0.0, 0.0], abs=1e-12)
-    assert se.tolist() == pytest.approx([0.0, 0.5 * (2 / 3) ** 0.5 / 2], rel=1e-9)

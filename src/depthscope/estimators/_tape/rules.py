@@ -1,0 +1,64 @@
+"""Which rule linearises which torch function.
+
+A rule is called as ``rule(func, args, kwargs, out, tracked, ids)`` where ``func(*args,
+**kwargs)`` is the call, ``out`` its output (or, for the rules in `BEFORE_CALL`, a stand-in with
+only ``shape`` and ``ndim``), ``tracked`` the positions of ``args`` that hold tracked tensors and
+``ids`` the recorder's map from ``id(tensor)`` to node. It returns the call's `Linearization` with
+respect to the tracked tensors, in the order they appear in the arguments, or raises
+`Unsupported` (the step then keeps the autograd route).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from depthscope.estimators._tape.arithmetic import ADD, DIV, MUL, RSUB, SUB, neg_rule, product_rule, sum_rule
+from depthscope.estimators._tape.generic import GENERIC, generic_rule
+from depthscope.estimators._tape.layers import (
+    POINTWISE_AUTOGRAD,
+    POINTWISE_FAST,
+    batch_norm_rule,
+    conv_rule,
+    linear_rule,
+    pointwise_rule,
+)
+from depthscope.estimators._tape.linearization import Linearization
+from depthscope.estimators._tape.shapes import RESHAPES, getitem_rule, pad_rule, permute_rule, reshape_rule
+
+T = torch.Tensor  # the method table: T.neg is Tensor.neg
+
+Rule = Callable[..., Linearization]
+
+RULES: dict[Any, Rule] = {}
+for _f in (torch.conv1d, torch.conv2d, torch.conv3d):
+    RULES[_f] = conv_rule
+RULES[F.linear] = linear_rule
+RULES[F.batch_norm] = batch_norm_rule
+for _f in set(POINTWISE_FAST) | POINTWISE_AUTOGRAD:
+    RULES[_f] = pointwise_rule
+for _f in ADD | SUB | RSUB:
+    RULES[_f] = sum_rule
+for _f in MUL | DIV:
+    RULES[_f] = product_rule
+for _f in (torch.neg, T.neg, T.__neg__):
+    RULES[_f] = neg_rule
+for _f in GENERIC:
+    RULES[_f] = generic_rule
+for _f in RESHAPES:
+    RULES[_f] = reshape_rule
+RULES[T.__getitem__] = getitem_rule
+RULES[F.pad] = pad_rule
+for _f in (T.permute, torch.permute, T.transpose, torch.transpose):
+    RULES[_f] = permute_rule
+# Functions whose output does not move with the input (derivative zero almost everywhere).
+CONSTANT = {torch.sign, T.sign, T.detach, torch.detach, torch.round, T.round, torch.floor, T.floor, torch.ceil, T.ceil}
+# Inference-time no-ops: dropout outside training.
+DROPOUT = {F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout}
+# Rules that must see the input before the call runs (an in-place call overwrites it).
+BEFORE_CALL = {pointwise_rule, product_rule}
+# Rules that find tracked tensors anywhere in the arguments (lists, keywords), not only top level.
+ANY_POSITION = {generic_rule, getitem_rule, pad_rule}

@@ -1,0 +1,82 @@
+"""`LinearizedChain`'s choice between a step's tape and autograd: which steps record tapes, the
+check of every tape against autograd, and identical probes through either route."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.func import jacrev
+
+import depthscope as ds
+from depthscope.estimators import ROUTE_AUTOGRAD, ROUTE_TAPE, LinearizedChain
+from depthscope.estimators._tape import layers
+
+D = torch.float64
+W = torch.randn(12, 12, dtype=D, generator=torch.Generator().manual_seed(3))
+
+
+def _exact(fn, x):
+    """Per-example Jacobian (B, n_out, n_in) of a batch-preserving function."""
+    one = lambda z: fn(z.unsqueeze(0)).squeeze(0)  # noqa: E731
+    J = torch.func.vmap(jacrev(one))(x)
+    return J.reshape(x.shape[0], -1, x[0].numel())
+
+
+def test_chain_routes_cnn_steps_to_tapes_and_transformers_to_autograd():
+    torch.manual_seed(0)
+    cnn = ds.create_model("resnet20", width=0.25).eval()
+    lin = LinearizedChain(ds.Chain.from_module(cnn), cnn.example_input(1, torch.Generator().manual_seed(0)))
+    assert set(lin.routes.values()) == {ROUTE_TAPE}
+    tr = ds.create_model("transformer_postln", **ds.model_spec("transformer_postln").tiny).eval()
+    lin = LinearizedChain(ds.Chain.from_module(tr), tr.example_input(1, torch.Generator().manual_seed(0)))
+    assert ROUTE_AUTOGRAD in lin.routes.values()
+    assert all("softmax" in r or "layer_norm" in r for r in lin.route_reasons.values())
+
+
+def test_a_wrong_tape_is_caught_and_the_step_falls_back(monkeypatch):
+    """The check against autograd is real: a tape whose ReLU mask is wrong is refused."""
+    monkeypatch.setitem(layers.POINTWISE_FAST, torch.relu, lambda x: torch.ones_like(x))
+    chain = ds.Chain([lambda h: torch.relu(h @ W.T)])
+    x = torch.randn(3, 12, dtype=D)
+    lin = LinearizedChain(chain, x)
+    assert lin.route(0) == ROUTE_AUTOGRAD and "differs from autograd" in lin.route_reasons[0]
+    J = _exact(lambda h: torch.relu(h @ W.T), x)
+    assert torch.allclose(lin.explicit(0), J)  # the fallback is exact
+
+
+def test_one_check_per_signature_and_every_failure_is_checked(monkeypatch):
+    """Tapes that replay the same calls on the same shapes are checked once; a tape that fails
+    does not vouch for the next one of its signature, which is checked (and fails) itself."""
+    torch.manual_seed(0)
+    cnn = ds.create_model("resnet20", width=0.25).eval()
+    x = cnn.example_input(1, torch.Generator().manual_seed(0))
+    checked = []
+    original = LinearizedChain._check_tape
+
+    def counting(self, k, tape):
+        checked.append(tape.signature)
+        return original(self, k, tape)
+
+    monkeypatch.setattr(LinearizedChain, "_check_tape", counting)
+    lin = LinearizedChain(ds.Chain.from_module(cnn), x)
+    signatures = {lin._tape[k].signature for k in lin.steps}
+    assert len(checked) == len(signatures) < len(lin.steps)
+    checked.clear()
+    monkeypatch.setitem(layers.POINTWISE_FAST, torch.relu, lambda x: torch.ones_like(x))
+    lin = LinearizedChain(ds.Chain.from_module(cnn), x)
+    relu_steps = [k for k in lin.steps if lin.route(k) == ROUTE_AUTOGRAD]
+    assert len(relu_steps) >= 9 and len(checked) == len(lin.steps)  # no signature was vouched for
+
+
+def test_probe_is_the_same_through_tapes_and_through_autograd(monkeypatch):
+    torch.manual_seed(0)
+    m = ds.create_model("resnet20", width=0.25).double().eval()
+    x = m.example_input(2, torch.Generator().manual_seed(0)).double()
+    fast = ds.probe(m, x, lyapunov=4, method="matrix-free")
+    monkeypatch.setattr("depthscope.estimators._linearized.record", lambda fn, x: (fn(x), None, "disabled"))
+    slow = ds.probe(m, x, lyapunov=4, method="matrix-free")
+    for a, b in zip(fast.blocks, slow.blocks):
+        for field in ("local_rms", "local_sigma_max", "identity_gap", "cum_log_rms", "grad_log_norm"):
+            va, vb = getattr(a, field), getattr(b, field)
+            assert (va is None and vb is None) or va == pytest.approx(vb, rel=1e-9, abs=1e-12), field
+    assert fast.lyapunov == pytest.approx(slow.lyapunov, rel=1e-9, abs=1e-12)
