@@ -4,25 +4,14 @@ reads the convolution's output."""
 from __future__ import annotations
 
 import torch
-from torch import nn
+from tests.estimators.tape_layers import conv3x3, eval_batchnorm
 
 from depthscope.estimators._tape import record
 
 D = torch.float64
 
 
-def _conv(c_in, c_out, **kw):
-    torch.manual_seed(1)
-    return nn.Conv2d(c_in, c_out, 3, **kw).double()
-
-
-def _bn(c):
-    torch.manual_seed(2)
-    bn = nn.BatchNorm2d(c).double().eval()
-    bn.running_mean.normal_()
-    bn.running_var.uniform_(0.5, 2.0)
-    bn.weight.data.normal_()
-    return bn
+_conv, _bn = conv3x3, eval_batchnorm
 
 
 conv_same, bn3 = _conv(3, 3, padding="same"), _bn(3)

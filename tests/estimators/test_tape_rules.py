@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from tests.estimators.tape_layers import conv3x3, eval_batchnorm
 from torch import nn
 from torch.func import jacrev
 
@@ -14,18 +15,7 @@ from depthscope.estimators._tape import record
 D = torch.float64
 
 
-def _conv(c_in, c_out, **kw):
-    torch.manual_seed(1)
-    return nn.Conv2d(c_in, c_out, 3, **kw).double()
-
-
-def _bn(c):
-    torch.manual_seed(2)
-    bn = nn.BatchNorm2d(c).double().eval()
-    bn.running_mean.normal_()
-    bn.running_var.uniform_(0.5, 2.0)
-    bn.weight.data.normal_()
-    return bn
+_conv, _bn = conv3x3, eval_batchnorm
 
 
 conv_s2, conv_same, conv_grp, bn3 = (
