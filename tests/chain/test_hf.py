@@ -5,15 +5,13 @@ from __future__ import annotations
 import warnings
 
 import pytest
+import torch
+import transformers  # the hf extra, installed by README's test command: a missing one fails
+from torch.func import jacrev, jvp
 
-transformers = pytest.importorskip("transformers")
-
-import torch  # noqa: E402
-from torch.func import jacrev, jvp  # noqa: E402
-
-import depthscope  # noqa: E402
-from depthscope import ChainError, InputError  # noqa: E402
-from depthscope.chain import Chain  # noqa: E402
+import depthscope
+from depthscope import ChainError, InputError
+from depthscope.chain import Chain
 
 VOCAB, HIDDEN, SEQ = 50, 32, 7
 # The hooked chain re-evaluates the same float32 graph; it matches the model to rounding.
