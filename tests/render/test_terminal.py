@@ -8,7 +8,7 @@ from rich.console import Console
 
 import depthscope as ds
 from depthscope.render import render_report
-from depthscope.render._terminal import SPARK, report_table, sparkline, table_columns
+from depthscope.render._terminal import SPARK, cell, report_table, sparkline, table_columns
 
 
 def _report() -> ds.Report:
@@ -61,3 +61,25 @@ def test_sparkline_shows_every_value_of_a_short_chain() -> None:
     line = sparkline([0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0])
     assert line == SPARK
     assert len(sparkline(list(map(float, range(200))), width=60)) == 60
+
+
+def test_no_number_is_cut_at_80_or_120_columns() -> None:
+    """Every cell that is shown is shown whole: rich cuts a cell with "…" when the table overflows."""
+    torch.manual_seed(0)
+    cnn = ds.create_model("resnet20", width=0.5).eval()
+    reports = [_report(), ds.probe(cnn, cnn.example_input(1, torch.Generator().manual_seed(0)), lyapunov=2)]
+    for rep in reports:
+        for width in (80, 120):
+            console = Console(width=width, record=True)
+            render_report(rep, console)
+            lines = console.export_text().splitlines()
+            assert max(len(line) for line in lines) <= width
+            rows = [line for line in lines if line.strip().startswith("│ │")]
+            assert rows and not any("…" in line for line in rows), f"cut cell at {width} columns"
+
+
+def test_log_gains_are_shown_with_fixed_decimals() -> None:
+    rep = _report()
+    quantity, column = next((q, c) for q, c in table_columns() if q.name == "cum_log_rms")
+    block = rep.blocks[0]
+    assert cell(block, quantity, column) == f"{block.cum_log_rms:.3f}"

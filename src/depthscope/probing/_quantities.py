@@ -56,6 +56,8 @@ class Column:
         priority: 0 for columns always shown; on a terminal too narrow for the table, columns are
             dropped from the highest priority number down.
         digits: significant digits of a float value.
+        decimals: where set, a float is shown with this many decimals instead (log quantities, whose
+            absolute error is what matters: a log gain of -0.000894 reads -0.001).
         bound_mark: ``(field, value, mark)``: ``mark`` precedes the value when the block's ``field``
             equals ``value`` (sigma_min marked "≥" where it is a Weyl lower bound).
         then: a second field shown after an arrow where it differs (a shape that changes).
@@ -65,6 +67,7 @@ class Column:
     header: str
     priority: int
     digits: int = 3
+    decimals: int | None = None
     bound_mark: tuple[str, str, str] | None = None
     then: str | None = None
     justify: str = "right"
@@ -211,7 +214,7 @@ QUANTITIES: tuple[Quantity, ...] = (
         attrgetter("cum_log_rms"),
         REQUIRED,
         formerly=("cum_log_fro",),
-        column=Column("log gain 0→k", 1),
+        column=Column("log gain 0→k", 1, decimals=3),
     ),
     Quantity(
         "cum_log_rms_se",

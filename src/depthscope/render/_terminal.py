@@ -18,20 +18,24 @@ MAX_ROWS = 40
 VERDICT_STYLE = {"stable": "bold green", "vanishing": "bold blue", "exploding": "bold red"}
 # The line saying what drives the verdict fits a standard terminal.
 LINE_WIDTH = 80
-# Characters a table column takes beyond its text: a space of padding either side and a border.
+# Characters a table column takes beyond its text: a space of padding either side and a border;
+# the table's own left edge takes one more.
 COLUMN_CHROME = 3
+TABLE_EDGE = 1
 # The table's first columns, in this order; the others follow in the order they are declared.
 LEADING_COLUMNS = ("index", "name", "in_shape")
 # Characters the panel around the table takes: a border and a space of padding either side.
 PANEL_CHROME = 4
 
 
-def _fmt(v: float | None, digits: int = 3) -> str:
+def _fmt(v: float | None, digits: int = 3, decimals: int | None = None) -> str:
     if v is None:
         return "-"
     if not math.isfinite(v):
         return str(v)
-    return f"{v:.{digits}g}" if abs(v) < 1e4 else f"{v:.2e}"
+    if abs(v) >= 1e4:
+        return f"{v:.2e}"
+    return f"{v:.{decimals}f}" if decimals is not None else f"{v:.{digits}g}"
 
 
 def sparkline(values: list[float], width: int = 60) -> str:
@@ -72,7 +76,7 @@ def cell(block: BlockStats, quantity: Quantity, column: Column) -> str:
         other = getattr(block, column.then) if column.then else value
         return text if other == value else f"{text}→{_shape(other)}"
     if isinstance(value, float) or value is None:
-        text = _fmt(value, column.digits)
+        text = _fmt(value, column.digits, column.decimals)
     else:
         text = str(value)
     if column.bound_mark is not None and value is not None:
@@ -92,7 +96,7 @@ def _fitting(cols: list[tuple[Quantity, Column]], cells: list[list[str]], width:
     # A header may wrap at its spaces ("log gain 0→k" over two lines); a cell does not.
     need = [max([len(w) for w in cols[i][1].header.split()] + [len(row[i]) for row in cells]) for i in keep]
     need = [n + COLUMN_CHROME for n in need]
-    while sum(need[i] for i in keep) > width:
+    while sum(need[i] for i in keep) + TABLE_EDGE > width:
         worst = max(cols[i][1].priority for i in keep)
         if worst == 0:
             break
