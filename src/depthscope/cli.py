@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import ast
+import os
 import sys
+from pathlib import Path
 
 import torch
 
@@ -12,6 +14,11 @@ import torch
 EXIT_FAILURE = 1
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for a command stopped by Ctrl-C
 PROBE_BATCH = 8
+# Batch of models from outside the zoo: real networks at 224 px cost far more per example.
+SOURCE_BATCH = 1
+# --plot formats (matplotlib writes each by name) and the raster resolution of PNG.
+PLOT_FORMATS = (".png", ".svg", ".pdf")
+PLOT_DPI = 120
 # Largest seeds: the probe takes any torch generator seed (unsigned 64-bit); ledger experiments
 # derive sub-seeds such as 1000 * seed + i, which 32-bit seeds keep far inside torch's 64 bits.
 PROBE_SEED_MAX = 2**64 - 1
@@ -97,14 +104,27 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_probe(args: argparse.Namespace) -> int:
-    import depthscope as ds
-    from depthscope.render import render_report
+def _build_source(args: argparse.Namespace):
+    """The model and input that ``depthscope probe`` was asked for: a `depthscope.sources.Built`.
 
-    if args.json:
-        _check_report_path(args.json)  # before the probe, which may take minutes
-    torch.manual_seed(args.seed)
+    The sources' own errors (unknown names, bad shapes, missing libraries) are usage errors."""
+    import depthscope as ds
+    from depthscope import sources
+
+    kw = dict(args.set or [])
+    batch = args.batch if args.batch is not None else SOURCE_BATCH
+    if args.hf:
+        return sources.from_hf(args.hf, batch=batch, seq=args.seq, seed=args.seed, **kw)
+    if args.torchvision:
+        return sources.from_torchvision(args.torchvision, args.input, batch=batch, seed=args.seed, **kw)
+    if args.timm:
+        return sources.from_timm(args.timm, args.input, batch=batch, seed=args.seed, **kw)
+    if ":" in args.model:
+        if os.getcwd() not in sys.path:  # like `python -m`: the user's own package in the current folder
+            sys.path.insert(0, os.getcwd())
+        return sources.from_factory(args.model, args.input, input_file=args.input_file, seed=args.seed, **kw)
     kw = _model_kwargs(args)
+    torch.manual_seed(args.seed)
     try:
         model = ds.create_model(args.model, **kw)
     except ds.DepthscopeError:
@@ -113,20 +133,85 @@ def cmd_probe(args: argparse.Namespace) -> int:
         settings = ", ".join(f"{k}={v!r}" for k, v in kw.items())
         raise ds.DepthscopeError(f"cannot build {args.model}({settings}): {err}") from err
     model.eval()
+    gen = torch.Generator().manual_seed(args.seed)
+    batch = args.batch if args.batch is not None else PROBE_BATCH
+    return sources.Built(model, model.example_input(batch, gen), args.model)
+
+
+def _check_probe_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Usage errors of ``depthscope probe`` that argparse cannot see: exactly one source, and
+    options only where that source takes them."""
+    chosen = [f"--{n}" for n in ("hf", "torchvision", "timm") if getattr(args, n)]
+    if args.model:
+        chosen.append(args.model)
+    if len(chosen) != 1:
+        which = ", ".join(chosen) if chosen else "none"
+        parser.error(f"give one model: a registered name, module:callable, --hf, --torchvision or --timm (got {which})")
+    zoo = bool(args.model) and ":" not in args.model
+    factory = bool(args.model) and ":" in args.model
+    if not zoo and (args.depth is not None or args.width is not None):
+        parser.error("--depth and --width apply to registered models; use --set for the others")
+    if args.input is not None and (zoo or args.hf):
+        parser.error("--input applies to module:callable, --torchvision and --timm")
+    if args.input_file is not None and not factory:
+        parser.error("--input-file applies to module:callable")
+    if args.seq is not None and not args.hf:
+        parser.error("--seq applies to --hf")
+    if args.plot and Path(args.plot).suffix.lower() not in PLOT_FORMATS:
+        parser.error(f"--plot {args.plot}: the file name must end in {', '.join(PLOT_FORMATS)}")
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    import depthscope as ds
+    from depthscope import sources
+    from depthscope.render import render_report
+
+    parser = args.parser
+    _check_probe_args(parser, args)
+    if args.seq is None:
+        args.seq = sources.DEFAULT_SEQ
+    for path in (args.json, args.html, args.plot):
+        if path:
+            _check_report_path(path)  # before the probe, which may take minutes
+    try:
+        built = _build_source(args)
+    except (sources.MissingLibraryError, ds.UnknownModelError, ds.InputError) as err:
+        if args.model and ":" not in args.model and isinstance(err, ds.UnknownModelError):
+            raise  # a misspelt registered name keeps its exit status 1 and suggestions
+        parser.error(str(err))
+    model, x = built.model, built.input
     if args.float64:
         model = model.double()
-    gen = torch.Generator().manual_seed(args.seed)
-    x = model.example_input(args.batch, gen)
-    if args.float64 and x.is_floating_point():
-        x = x.double()
-    report = ds.probe(model, x, probes=args.probes, lyapunov=args.lyapunov, seed=args.seed, exact=args.exact)
+        if x.is_floating_point():
+            x = x.double()
+    blocks = [b.strip() for b in args.blocks.split(",") if b.strip()] if args.blocks else None
+    report = ds.probe(
+        model, x, probes=args.probes, lyapunov=args.lyapunov, seed=args.seed, exact=args.exact, blocks=blocks
+    )
+    title = f"depthscope probe {built.label}"
     if args.json:
         report.save(args.json)
+    if args.html:
+        report.save_html(args.html, title=title)
+    if args.plot:
+        _save_plot(report, Path(args.plot))
     if not args.quiet:
-        render_report(report, title=f"depthscope probe {args.model}")
-        if args.json:
-            print(f"report written to {args.json}")
+        render_report(report, title=title)
+        for what, path in (("report", args.json), ("page", args.html), ("figure", args.plot)):
+            if path:
+                print(f"{what} written to {path}")
     return 0
+
+
+def _save_plot(report, target: Path) -> None:
+    """The report's figure in the format its file name ends with, written atomically."""
+    import io
+
+    from depthscope._io import atomic_write_bytes
+
+    buf = io.BytesIO()
+    report.plot().savefig(buf, format=target.suffix.lower().lstrip("."), dpi=PLOT_DPI)
+    atomic_write_bytes(target, buf.getvalue())
 
 
 def _check_report_path(path: str) -> None:
@@ -182,15 +267,41 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"depthscope {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("probe", help="probe a registered model and print the report")
-    p.add_argument("model", help="registered model name (see `depthscope models`)")
+    p = sub.add_parser(
+        "probe",
+        help="probe a model and print the report",
+        description="Probe a registered model, your own factory (module:callable), or a Hugging Face, "
+        "torchvision or timm model built with random weights. Nothing is downloaded: pretrained weights "
+        "are not offered (load them yourself and call depthscope.probe from Python).",
+    )
+    p.add_argument(
+        "model",
+        nargs="?",
+        help="registered model name (see `depthscope models`), or module:callable returning an nn.Module",
+    )
+    src = p.add_argument_group("other sources (random weights, nothing downloaded)")
+    src.add_argument(
+        "--hf", metavar="FAMILY", help="tiny Hugging Face model: bert, gpt2, llama, mistral, qwen2, t5, vit"
+    )
+    src.add_argument("--torchvision", metavar="NAME", help="torchvision.models.get_model(NAME, weights=None)")
+    src.add_argument("--timm", metavar="NAME", help="timm.create_model(NAME, pretrained=False)")
+    src.add_argument("--input", metavar="SHAPE", help="input shape, batch first, e.g. 1,3,224,224 (random normal)")
+    src.add_argument("--input-file", metavar="PATH", help="input tensor saved with torch.save (module:callable)")
+    src.add_argument("--seq", type=_positive, help="token ids per example for --hf (default 32)")
+    p.add_argument("--blocks", metavar="PATTERN", help="comma-separated globs of the blocks, e.g. 'layer*.*'")
     p.add_argument("--depth", type=_positive, help="number of blocks")
     p.add_argument("--width", type=_positive, help="width of the blocks")
     p.add_argument(
-        "--set", action="append", type=_key_value, metavar="KEY=VALUE", help="any other model argument, repeatable"
+        "--set",
+        action="append",
+        type=_key_value,
+        metavar="KEY=VALUE",
+        help="any other model argument (a factory's keyword, a Hugging Face config field), repeatable",
     )
     p.add_argument(
-        "--batch", type=_positive, default=PROBE_BATCH, help=f"examples averaged over (default {PROBE_BATCH})"
+        "--batch",
+        type=_positive,
+        help=f"examples averaged over (default {PROBE_BATCH} for registered models, {SOURCE_BATCH} for the others)",
     )
     p.add_argument("--probes", type=_positive, default=16, help="Hutchinson probes (default 16)")
     p.add_argument(
@@ -203,8 +314,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exact", action="store_true", help="exact Jacobians and SVDs (slow; the oracle)")
     p.add_argument("--float64", action="store_true", help="probe in double precision")
     p.add_argument("--json", metavar="PATH", help="also write the report as JSON")
-    p.add_argument("--quiet", action="store_true", help="print nothing (with --json)")
-    p.set_defaults(func=cmd_probe)
+    p.add_argument("--html", metavar="PATH", help="also write a self-contained HTML page (figure, table, verdict)")
+    p.add_argument("--plot", metavar="PATH", help="also save the figure: .png, .svg or .pdf")
+    p.add_argument("--quiet", action="store_true", help="print nothing (with --json, --html or --plot)")
+    p.set_defaults(func=cmd_probe, parser=p)
 
     m = sub.add_parser("models", help="list the registered models")
     m.add_argument("pattern", nargs="?", default="*", help="glob pattern, e.g. 'resnet*'")

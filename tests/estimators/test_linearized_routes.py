@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.func import jacrev
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import depthscope as ds
 from depthscope.estimators import ROUTE_AUTOGRAD, ROUTE_TAPE, LinearizedChain
@@ -22,15 +24,29 @@ def _exact(fn, x):
     return J.reshape(x.shape[0], -1, x[0].numel())
 
 
-def test_chain_routes_cnn_steps_to_tapes_and_transformers_to_autograd():
+def test_chain_routes_cnn_and_transformer_steps_to_tapes_and_the_rest_to_autograd():
     torch.manual_seed(0)
     cnn = ds.create_model("resnet20", width=0.25).eval()
     lin = LinearizedChain(ds.Chain.from_module(cnn), cnn.example_input(1, torch.Generator().manual_seed(0)))
     assert set(lin.routes.values()) == {ROUTE_TAPE}
     tr = ds.create_model("transformer_postln", **ds.model_spec("transformer_postln").tiny).eval()
     lin = LinearizedChain(ds.Chain.from_module(tr), tr.example_input(1, torch.Generator().manual_seed(0)))
-    assert ROUTE_AUTOGRAD in lin.routes.values()
-    assert all("softmax" in r or "layer_norm" in r for r in lin.route_reasons.values())
+    assert set(lin.routes.values()) == {ROUTE_TAPE}  # softmax and LayerNorm have rules
+    # A call with no rule keeps autograd, named in the reason; attention there runs on a kernel
+    # with a double backward (float32 on a CPU would otherwise take the flash kernel, which has none).
+    w = W.float()
+
+    def step(h):
+        q = (h @ w.T.to(h.dtype)).unflatten(-1, (3, 4))  # (B, 3 tokens, 4)
+        return torch.cumsum(F.scaled_dot_product_attention(q, q, q).flatten(1), 1)
+
+    x = torch.randn(5, 12)
+    lin = LinearizedChain(ds.Chain([step]), x)
+    assert lin.routes == {0: ROUTE_AUTOGRAD} and "cumsum" in lin.route_reasons[0]
+    with sdpa_kernel([SDPBackend.MATH]):  # the oracle's vmap has no batching rule for the flash kernel
+        J = _exact(step, x.double()).float()
+    v = torch.randn(1, *x.shape)
+    assert torch.allclose(lin.jvp(0, v)[0], torch.einsum("bmn,bn->bm", J, v[0]), atol=1e-5)
 
 
 def test_a_wrong_tape_is_caught_and_the_step_falls_back(monkeypatch):

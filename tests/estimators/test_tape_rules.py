@@ -101,10 +101,10 @@ def test_tape_matches_jacrev(name, shape, fn, gen):
 @pytest.mark.parametrize(
     "fn,why",
     [
-        (lambda x: torch.softmax(x, 1), "no linearisation rule"),
-        (lambda x: F.layer_norm(x, (12,)), "no linearisation rule"),
+        (lambda x: torch.cumsum(x, 1), "no linearisation rule"),
+        (lambda x: torch.cumprod(x, 1), "no linearisation rule"),
         (lambda x: F.dropout(x, 0.5, training=True), "dropout in training mode"),
-        (lambda x: x.split(6, 1)[0], "several tensors"),
+        (lambda x: torch.sort(x, 1)[0], "several tensors"),
         (lambda x: 1.0 / x, "no linearisation rule"),
         (lambda x: x / torch.tanh(x), "division by a tensor"),
     ],

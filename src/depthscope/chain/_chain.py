@@ -3,8 +3,9 @@
 A network's blocks, an RNN's time steps, a map's iterations and a solver's steps are all chains.
 Everything in depthscope that measures works on a `Chain`; adapters turn models into chains.
 
-The adapters (`_discover` for any ``nn.Module``, `_hf` for Hugging Face models) build lists of
-`Step` and know nothing of `Chain`; `Chain.from_module` and `Chain.from_hf` wrap their steps. So
+The adapters (`_find` for any ``nn.Module``, through the registry of `_adapters`, and `_hf` for
+Hugging Face models) build lists of `Step` and know nothing of `Chain`; `Chain.from_module` and
+`Chain.from_hf` wrap their steps. So
 this module sits above the adapters and nothing below it imports it back.
 """
 
@@ -17,7 +18,7 @@ import torch
 from torch import nn
 
 from depthscope._errors import ChainError, NonFiniteError
-from depthscope.chain._discover import steps_from_module
+from depthscope.chain._find import steps_from_module
 from depthscope.chain._hf import steps_from_hf
 from depthscope.chain._step import Step, StepFn, as_step, run_step
 
@@ -50,11 +51,17 @@ class Chain:
         """Find the block sequence of ``module`` and return it as a chain (stem and head included).
 
         Looks, in order, for: an explicit ``blocks=`` list (submodule names, glob patterns such as
-        ``"encoder.layer.*"``, or the modules themselves); a `ChainModule` (depthscope's zoo, which
-        states its steps); an ``nn.Sequential`` (its children); the longest ``nn.ModuleList``.
-        For the last two kinds (blocks inside an arbitrary ``forward``) ``example`` is required:
-        one forward pass records each block's extra arguments (attention masks, ...) and checks
-        that block k+1 consumes exactly what block k produced, so the chain composes to the model.
+        ``"layer1.*"``, or the modules themselves); a `ChainModule` (depthscope's zoo, which
+        states its steps); a registered adapter that recognises the model (Hugging Face
+        transformers; torchvision's and timm's ResNets, MobileNets, EfficientNets, ConvNeXts,
+        Swin, DenseNet, ViTs, MLP-Mixer, RegNet: `depthscope.chain.register_adapter` adds one);
+        an ``nn.Sequential`` (its children); the Sequentials and ModuleLists inside the model,
+        nested stages opened, the one with most blocks that composes to the model. Except for a
+        Sequential, ``example`` is required: one forward pass records each block's extra arguments
+        (attention masks, ...) and the order the blocks run in (the steps' order), and checks that
+        block k+1 consumes exactly what block k produced, so the chain composes to the model, and
+        that each step gives the same output twice without changing what it was recorded with.
+        The steps are ``stem`` (the model up to the first block), the blocks by path, ``head``.
         Wrappers that compute the module's own function (``torch.compile``, ``nn.DataParallel``,
         ``DistributedDataParallel``) are looked through; a TorchScript module raises `ChainError`.
         """

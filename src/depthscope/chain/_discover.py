@@ -1,4 +1,4 @@
-"""Finding the block sequence of an arbitrary ``nn.Module``.
+"""Cutting a module's forward into steps at given blocks, through hooks on one reference pass.
 
 For a model whose blocks are called inside its own ``forward`` we cannot cut the forward into
 pieces by reading code. Instead one reference forward pass records, through hooks, the arguments
@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from depthscope._errors import ChainError, InputError, NoBlocksError
-from depthscope.chain._module import ChainModule
+from depthscope.chain._repeat import check_steps_repeatable, fingerprints
 from depthscope.chain._step import Step, run_step
 
 # A chain built from hooks must reproduce the model's own output on the example input; the
@@ -68,7 +68,7 @@ def _state_arg(args: tuple, kwargs: dict) -> tuple[torch.Tensor, Callable[[torch
     raise ChainError("a block was called without a tensor as first argument or hidden_states= keyword")
 
 
-def _resolve_blocks(module: nn.Module, blocks: Sequence[str | nn.Module]) -> list[tuple[str, nn.Module]]:
+def resolve_blocks(module: nn.Module, blocks: Sequence[str | nn.Module]) -> list[tuple[str, nn.Module]]:
     named = dict(module.named_modules())
     by_id = {id(m): n for n, m in named.items()}
     found: list[tuple[str, nn.Module]] = []
@@ -87,7 +87,7 @@ def _resolve_blocks(module: nn.Module, blocks: Sequence[str | nn.Module]) -> lis
     return found
 
 
-def _longest_module_list(module: nn.Module) -> list[tuple[str, nn.Module]] | None:
+def longest_module_list(module: nn.Module) -> list[tuple[str, nn.Module]] | None:
     best: tuple[str, nn.ModuleList] | None = None
     for name, sub in module.named_modules():
         if isinstance(sub, nn.ModuleList) and len(sub) >= MIN_BLOCKS:
@@ -127,43 +127,27 @@ def unwrap(module: nn.Module) -> nn.Module:
     return module
 
 
-def steps_from_module(
-    module: nn.Module,
-    blocks: Sequence[str | nn.Module] | None,
-    example: torch.Tensor | None,
-) -> list[Step]:
-    """The steps of ``module``'s chain (stem and head included); `Chain.from_module` documents the search."""
-    module = unwrap(module)
-    if blocks is None and isinstance(module, ChainModule):
-        return [Step(name, fn, fn if isinstance(fn, nn.Module) else None) for name, fn in module.chain_steps(example)]
-    if blocks is None and isinstance(module, nn.Sequential):
-        if len(module) == 0:
-            raise NoBlocksError("the nn.Sequential is empty: there are no blocks to probe")
-        return [Step(name, child, child) for name, child in module.named_children()]
-    if blocks is not None:
-        found = _resolve_blocks(module, blocks)
-    else:
-        found = _longest_module_list(module)
-    if not found:
-        raise NoBlocksError(
-            f"no blocks found in {type(module).__name__}: looked for a depthscope ChainModule, an "
-            f"nn.Sequential, and an nn.ModuleList attribute of at least {MIN_BLOCKS} blocks. Pass "
-            "blocks=[submodule names or glob patterns], e.g. blocks=['encoder.layer.*']"
-        )
-    if example is None:
-        raise ChainError(
-            f"{type(module).__name__} calls its blocks inside its own forward; pass example=x so one "
-            "reference pass can record how each block is called (the chain is then bound to x)"
-        )
-    return _hooked_steps(module, found, example)
+def hooked_steps(module: nn.Module, blocks: list[tuple[str, nn.Module]], example: torch.Tensor) -> list[Step]:
+    """The chain ``stem, blocks..., head`` of ``module`` cut at ``blocks``, bound to ``example``.
 
+    One reference pass on ``example: (B, *S_0)`` records how each block is called and in which
+    order: the steps follow that recorded order (not the order of ``blocks``), and candidates the
+    forward never calls are dropped. The chain is then checked to compose to the model's output
+    and each step to be repeatable (`check_steps_repeatable`).
 
-def _hooked_steps(module: nn.Module, blocks: list[tuple[str, nn.Module]], example: torch.Tensor) -> list[Step]:
+    Raises:
+        ChainError: a block called more than once, a block that does not receive what the one
+            before returned, a chain that does not reproduce the model, a step that is not
+            repeatable.
+    """
     calls: dict[int, list[tuple[tuple, dict, Any]]] = {i: [] for i in range(len(blocks))}
+    order: list[int] = []  # block indices in the order the forward first enters them
     handles = []
     for i, (_, block) in enumerate(blocks):
 
         def pre(mod, args, kwargs, i=i):
+            if not calls[i]:
+                order.append(i)
             calls[i].append((args, kwargs, None))
 
         def post(mod, args, kwargs, out, i=i):
@@ -181,12 +165,20 @@ def _hooked_steps(module: nn.Module, blocks: list[tuple[str, nn.Module]], exampl
         for h in handles:
             h.remove()
 
+    blocks = [blocks[i] for i in order]
+    calls = {j: calls[i] for j, i in enumerate(order)}
+    if not blocks:
+        raise NoBlocksError(f"none of the blocks found in {type(module).__name__} is called by its forward")
     for i, (name, _) in enumerate(blocks):
         if len(calls[i]) != 1:
             raise ChainError(
                 f"block {name!r} was called {len(calls[i])} times in one forward pass; a chain needs "
                 "each block called exactly once (pass blocks= to choose others)"
             )
+        try:
+            _state_arg(*calls[i][0][:2])
+        except ChainError as err:  # a DenseNet layer, called with a list of feature maps
+            raise ChainError(f"block {name!r}: {err}; choose blocks that take the state as one tensor") from err
     for i in range(len(blocks) - 1):
         out_i = first_tensor(calls[i][0][2])
         in_next, _ = _state_arg(calls[i + 1][0][0], calls[i + 1][0][1])
@@ -236,10 +228,15 @@ def _hooked_steps(module: nn.Module, blocks: list[tuple[str, nn.Module]], exampl
     steps += [Step(name, make_block(block, *calls[i][0][:2]), block) for i, (name, block) in enumerate(blocks)]
     steps.append(Step("head", head, None))
 
+    # What each block is called with, keyed by its name so that a change names the block.
+    call_args = {name: calls[i][0][:2] for i, (name, _) in enumerate(blocks)}
+    recorded = fingerprints(call_args)
     with torch.no_grad():
-        composed = example
+        states = [example]
         for k, step in enumerate(steps):
-            composed = run_step(step, k, composed)
+            states.append(run_step(step, k, states[-1]))
+    composed = states[-1]
+    check_steps_repeatable(steps, states, recorded, call_args)
     if composed.shape != reference.shape or not torch.allclose(
         composed, reference, rtol=COMPOSITION_RTOL, atol=COMPOSITION_ATOL
     ):

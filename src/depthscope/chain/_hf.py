@@ -11,11 +11,15 @@ downloads weights. `transformers` is imported only to check the model's type.
 
 from __future__ import annotations
 
+import inspect
+import sys
+
 import torch
 from torch import nn
 
-from depthscope._errors import ChainError, InputError
-from depthscope.chain._discover import steps_from_module
+from depthscope._errors import ChainError, InputError, NoBlocksError
+from depthscope.chain._adapters import Adapter
+from depthscope.chain._discover import hooked_steps, longest_module_list
 from depthscope.chain._step import Step
 
 # Where each supported architecture keeps its sequence of layers, inside its base model.
@@ -27,21 +31,37 @@ HF_LAYER_LISTS = {
 
 
 class _LastHiddenState(nn.Module):
-    """input_ids (B, T) -> last_hidden_state (B, T, hidden) of ``base``, with a fixed attention mask.
+    """input -> last_hidden_state (B, T, hidden) of ``base``, with a fixed attention mask and no cache.
 
     The probe's chain is built from this module so that the mask is part of the model and every
-    step takes a single tensor.
+    step takes a single tensor. The input is passed as the first argument: ``input_ids`` (B, T)
+    for text models, ``pixel_values`` (B, C, H, W) for ViT. Caches are off for every call (the
+    ``use_cache=False`` argument where the forward takes one, and the config's flag for the call's
+    duration, restored after): a key/value cache recorded among a layer's arguments grows each
+    time the chain calls the layer, and the Jacobians measured were silently wrong.
     """
 
     def __init__(self, base: nn.Module, attention_mask: torch.Tensor | None):
         super().__init__()
         self.base = base
         self.attention_mask = attention_mask
+        self._takes_use_cache = "use_cache" in inspect.signature(base.forward).parameters
 
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        # use_cache=False: no key/value cache object is created, recorded or mutated between calls.
-        out = self.base(input_ids=input_ids, attention_mask=self.attention_mask, use_cache=False)
-        return out.last_hidden_state
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        kwargs: dict[str, object] = {}
+        if self.attention_mask is not None:
+            kwargs["attention_mask"] = self.attention_mask
+        if self._takes_use_cache:
+            kwargs["use_cache"] = False
+        config = getattr(self.base, "config", None)
+        cached = getattr(config, "use_cache", None)
+        if cached is not None:
+            config.use_cache = False
+        try:
+            return self.base(x, **kwargs).last_hidden_state
+        finally:
+            if cached is not None:
+                config.use_cache = cached
 
 
 def _check_model(model: nn.Module) -> None:
@@ -80,8 +100,36 @@ def steps_from_hf(model: nn.Module, input_ids: torch.Tensor, attention_mask: tor
         raise InputError(
             f"attention_mask has shape {tuple(attention_mask.shape)}; it must match input_ids {tuple(input_ids.shape)}"
         )
-    base = model.base_model
-    wrapper = _LastHiddenState(base, attention_mask)
+    wrapper = _LastHiddenState(model.base_model, attention_mask)
+    return hooked_steps(wrapper, _layers(wrapper), input_ids)
+
+
+def _layers(wrapper: _LastHiddenState) -> list[tuple[str, nn.Module]]:
+    """The base model's layers, named by their path in ``wrapper`` (``base.h.0``, ...)."""
+    base = wrapper.base
     path = HF_LAYER_LISTS.get(base.config.model_type)
-    blocks = list(base.get_submodule(path)) if path is not None else None
-    return steps_from_module(wrapper, blocks, input_ids)
+    if path is not None:
+        return [(f"base.{path}.{i}", layer) for i, layer in enumerate(base.get_submodule(path))]
+    found = longest_module_list(wrapper)
+    if not found:
+        raise NoBlocksError(f"no list of layers found in {type(base).__name__}")
+    return found
+
+
+class HFAdapter(Adapter):
+    """Hugging Face ``transformers`` models: the base model's layers, caches off, on any input
+    its forward takes first (token ids, pixel values); a task head is left out (the chain ends
+    at ``last_hidden_state``)."""
+
+    name = "transformers"
+
+    def recognises(self, model: nn.Module) -> bool:
+        transformers = sys.modules.get("transformers")
+        return transformers is not None and isinstance(model, transformers.PreTrainedModel)
+
+    def prepare(self, model: nn.Module, example: torch.Tensor) -> nn.Module:
+        _check_model(model)
+        return _LastHiddenState(model.base_model, None)
+
+    def blocks(self, module: nn.Module) -> list[tuple[str, nn.Module]]:
+        return _layers(module)

@@ -139,9 +139,10 @@ class LinearizedChain:
                     y = run_step(step, k, xk)
             else:
                 xin = xk.detach().requires_grad_(True)
-                # Attention runs on SDPA's math kernel while a step is recorded: the fused CPU and
-                # GPU kernels (the default of Hugging Face models) have no double backward, which
-                # the autograd route's J v needs ("derivative for
+                # Attention runs on SDPA's math kernel while a step is recorded. The tape's attention
+                # rule needs no kernel's backward, but a step that falls back to the autograd route
+                # does: the fused CPU and GPU kernels (the default of Hugging Face models) have no
+                # double backward, which that route's J v needs ("derivative for
                 # aten::_scaled_dot_product_flash_attention_for_cpu_backward is not implemented").
                 with torch.enable_grad(), sdpa_kernel([SDPBackend.MATH]):
                     # The step runs on a copy: an in-place operation on its input (nn.ReLU(inplace=True)

@@ -11,6 +11,8 @@ from typing import Any
 
 from depthscope._errors import DepthscopeError
 from depthscope._io import SPECIAL_FLOATS, atomic_write_text, encode_json, read_json_object
+from depthscope.probing._figure import report_figure
+from depthscope.probing._html import save_report_html
 from depthscope.probing._quantities import FORMER_NAMES, QUANTITIES
 from depthscope.probing._warning import ProbeWarning
 
@@ -101,6 +103,15 @@ class Report:
         text = json.dumps(self.to_dict(), indent=1, allow_nan=False)
         atomic_write_text(target, text)
         return target
+
+    def plot(self):
+        """A matplotlib ``Figure`` of the report (`depthscope.probing._figure`): local gain with its
+        sigma band, cumulative log gain, gradient log-norm, Lyapunov spectrum; no pyplot state."""
+        return report_figure(self)
+
+    def save_html(self, path: str | os.PathLike, title: str = "depthscope report") -> Path:
+        """Write one self-contained HTML page (figure, verdict, per-step table, settings) atomically."""
+        return save_report_html(self, path, title)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Report:

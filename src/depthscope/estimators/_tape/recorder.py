@@ -19,7 +19,15 @@ from depthscope.estimators._tape.calls import arg, name
 from depthscope.estimators._tape.fusion import fuse_scales
 from depthscope.estimators._tape.linearization import Linearization, Op, Unsupported
 from depthscope.estimators._tape.replay import LinearTape
-from depthscope.estimators._tape.rules import ANY_POSITION, BEFORE_CALL, CONSTANT, DROPOUT, RULES
+from depthscope.estimators._tape.rules import (
+    ANY_POSITION,
+    BEFORE_CALL,
+    CONSTANT,
+    DECOMPOSE,
+    DROPOUT,
+    RULES,
+    SPLIT_RULES,
+)
 
 Tensor = torch.Tensor
 
@@ -43,6 +51,9 @@ class _Recorder(TorchFunctionMode):
         ins = tuple(self.ids[id(a)] for a in flat if isinstance(a, Tensor) and id(a) in self.ids)
         if not ins:
             return func(*args, **kwargs)
+        if func in DECOMPOSE:
+            with self:  # re-entered past this call's own dispatch: its parts are recorded one by one
+                return torch.overrides.redispatch_function(func, types, args, kwargs)
         if func in DROPOUT:
             out = func(*args, **kwargs)
             if arg(args, kwargs, 2, "training", True) and arg(args, kwargs, 1, "p", 0.5) > 0:
@@ -64,6 +75,9 @@ class _Recorder(TorchFunctionMode):
         if self.failure is not None:
             return out
         if not isinstance(out, Tensor):
+            if func in SPLIT_RULES and all(isinstance(o, Tensor) for o in out):
+                self._record_pieces(func, args, kwargs, out, tracked, ins, flat)
+                return out
             if isinstance(out, (tuple, list)) and any(isinstance(o, Tensor) and o.is_floating_point() for o in out):
                 self.failure = f"{name(func)} returns several tensors"
             return out
@@ -88,6 +102,16 @@ class _Recorder(TorchFunctionMode):
         except (Unsupported, RuntimeError, TypeError, ValueError, IndexError) as err:
             self.failure = f"{name(func)}: {err}"
             return None
+
+    def _record_pieces(self, func, args, kwargs, outs, tracked, ins, flat) -> None:
+        """Record each piece of a split as its own node."""
+        try:
+            pieces = SPLIT_RULES[func](func, args, kwargs, outs, tracked)
+        except (Unsupported, RuntimeError, TypeError, ValueError, IndexError) as err:
+            self.failure = f"{name(func)}: {err}"
+            return
+        for o, linear in zip(outs, pieces):
+            self._record(ins, o, linear, self._key(func, flat, o))
 
     def _record(self, ins: tuple[int, ...], out: Tensor, linear: Linearization, key: tuple) -> None:
         idx = len(self.alive)

@@ -17,6 +17,15 @@ import torch
 import torch.nn.functional as F
 
 from depthscope.estimators._tape.arithmetic import ADD, DIV, MUL, RSUB, SUB, neg_rule, product_rule, sum_rule
+from depthscope.estimators._tape.attention import log_softmax_rule, sdpa_rule, softmax_rule
+from depthscope.estimators._tape.contractions import (
+    ADD_MATMULS,
+    EINSUMS,
+    MATMULS,
+    add_matmul_rule,
+    einsum_rule,
+    matmul_rule,
+)
 from depthscope.estimators._tape.generic import GENERIC, generic_rule
 from depthscope.estimators._tape.layers import (
     POINTWISE_AUTOGRAD,
@@ -27,7 +36,19 @@ from depthscope.estimators._tape.layers import (
     pointwise_rule,
 )
 from depthscope.estimators._tape.linearization import Linearization
-from depthscope.estimators._tape.shapes import RESHAPES, getitem_rule, pad_rule, permute_rule, reshape_rule
+from depthscope.estimators._tape.norms import layer_norm_rule, rms_norm_rule
+from depthscope.estimators._tape.pooling import MAX_POOLS, max_pool_rule
+from depthscope.estimators._tape.shapes import (
+    CASTS,
+    RESHAPES,
+    SPLITS,
+    cast_rule,
+    getitem_rule,
+    pad_rule,
+    permute_rule,
+    reshape_rule,
+    split_rule,
+)
 
 T = torch.Tensor  # the method table: T.neg is Tensor.neg
 
@@ -50,6 +71,23 @@ for _f in GENERIC:
     RULES[_f] = generic_rule
 for _f in RESHAPES:
     RULES[_f] = reshape_rule
+for _f in CASTS:
+    RULES[_f] = cast_rule
+for _f in (F.softmax, torch.softmax, T.softmax):
+    RULES[_f] = softmax_rule
+for _f in (F.log_softmax, torch.log_softmax, T.log_softmax):
+    RULES[_f] = log_softmax_rule
+RULES[F.scaled_dot_product_attention] = sdpa_rule
+RULES[F.layer_norm] = layer_norm_rule
+RULES[F.rms_norm] = rms_norm_rule
+for _f in MAX_POOLS:
+    RULES[_f] = max_pool_rule
+for _f in MATMULS:
+    RULES[_f] = matmul_rule
+for _f in ADD_MATMULS:
+    RULES[_f] = add_matmul_rule
+for _f in EINSUMS:
+    RULES[_f] = einsum_rule
 RULES[T.__getitem__] = getitem_rule
 RULES[F.pad] = pad_rule
 for _f in (T.permute, torch.permute, T.transpose, torch.transpose):
@@ -58,7 +96,12 @@ for _f in (T.permute, torch.permute, T.transpose, torch.transpose):
 CONSTANT = {torch.sign, T.sign, T.detach, torch.detach, torch.round, T.round, torch.floor, T.floor, torch.ceil, T.ceil}
 # Inference-time no-ops: dropout outside training.
 DROPOUT = {F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout}
+# Calls that return several pieces of one tracked tensor: `split_rule` linearises every piece.
+SPLIT_RULES = dict.fromkeys(SPLITS, split_rule)
+# Composite functions recorded through the calls they make (their parts have rules; the whole
+# returns a tuple): nn.MultiheadAttention's forward, projections around scaled-dot-product attention.
+DECOMPOSE = {F.multi_head_attention_forward}
 # Rules that must see the input before the call runs (an in-place call overwrites it).
 BEFORE_CALL = {pointwise_rule, product_rule}
 # Rules that find tracked tensors anywhere in the arguments (lists, keywords), not only top level.
-ANY_POSITION = {generic_rule, getitem_rule, pad_rule}
+ANY_POSITION = {generic_rule, getitem_rule, pad_rule, einsum_rule}

@@ -99,3 +99,56 @@ def permute_rule(func, args, kwargs, out, tracked, ids) -> Linearization:
     for i, p in enumerate(fwd):
         inv[p] = i
     return Linearization(lambda ts: ts[0].permute(fwd), lambda u: [u.permute(inv)])
+
+
+# Casts between floating dtypes (and to the same device): the tangent is cast the same way.
+CASTS = {T.to, T.type_as, T.float, T.double, T.half, T.bfloat16, T.type}
+
+
+def cast_rule(func, args, kwargs, out, tracked, ids) -> Linearization:
+    if tracked != [0]:
+        raise Unsupported("cast to the dtype of a tensor that depends on the input")
+    x = args[0]
+    if out.device != x.device:
+        raise Unsupported("a cast to another device")
+    in_dtype, out_dtype = x.dtype, out.dtype
+    return Linearization(lambda ts: ts[0].to(out_dtype), lambda u: [u.to(in_dtype)])
+
+
+# Calls that cut a tensor into pieces along one dimension, each piece a view of the input.
+SPLITS = {T.split, torch.split, T.chunk, torch.chunk, T.unbind, torch.unbind, T.tensor_split, torch.tensor_split}
+
+
+def split_rule(func, args, kwargs, outs, tracked) -> list[Linearization]:
+    """One `Linearization` per piece: the piece's part of the tangent, and zeros elsewhere for the
+    cotangent. Pieces are consecutive along ``dim`` (unbind: one index each)."""
+    if tracked != [0]:
+        raise Unsupported("split of a tensor selected by the input")
+    x = args[0]
+    if func in (T.unbind, torch.unbind):
+        dim = arg(args, kwargs, 1, "dim", 0) % x.ndim
+        return [_piece(x.shape, dim, i, None) for i in range(len(outs))]
+    dim = arg(args, kwargs, 2, "dim", 0) % x.ndim
+    pieces, start = [], 0
+    for o in outs:
+        pieces.append(_piece(x.shape, dim, start, o.shape[dim]))
+        start += o.shape[dim]
+    if start != x.shape[dim]:
+        raise Unsupported("pieces that do not tile the input")
+    return pieces
+
+
+def _piece(in_shape: torch.Size, dim: int, start: int, length: int | None) -> Linearization:
+    """Entries ``start:start + length`` along ``dim`` (or index ``start``, the dim dropped, where
+    ``length`` is None); ``dim`` counts without the tangent's leading dimension."""
+    d = dim + 1
+
+    def jvp(ts):
+        return ts[0].select(d, start) if length is None else ts[0].narrow(d, start, length)
+
+    def vjp(u):
+        z = torch.zeros(u.shape[0], *in_shape, dtype=u.dtype)
+        (z.select(d, start) if length is None else z.narrow(d, start, length)).copy_(u)
+        return [z]
+
+    return Linearization(jvp, vjp, vjp_fresh=True)
