@@ -44,14 +44,15 @@ def _hf(family: str):
     import transformers as tf
 
     small = dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, intermediate_size=256)
+    heads = dict(num_key_value_heads=2)  # grouped-query attention, as these families default to
     configs = {
         "bert": lambda: tf.BertModel(tf.BertConfig(vocab_size=1000, **small)),
         "gpt2": lambda: tf.GPT2Model(
             tf.GPT2Config(vocab_size=1000, n_embd=128, n_layer=4, n_head=4, bos_token_id=0, eos_token_id=0)
         ),
-        "llama": lambda: tf.LlamaModel(tf.LlamaConfig(vocab_size=1000, **small)),
-        "mistral": lambda: tf.MistralModel(tf.MistralConfig(vocab_size=1000, **small)),
-        "qwen2": lambda: tf.Qwen2Model(tf.Qwen2Config(vocab_size=1000, **small)),
+        "llama": lambda: tf.LlamaModel(tf.LlamaConfig(vocab_size=1000, **small, **heads)),
+        "mistral": lambda: tf.MistralModel(tf.MistralConfig(vocab_size=1000, **small, **heads)),
+        "qwen2": lambda: tf.Qwen2Model(tf.Qwen2Config(vocab_size=1000, **small, **heads)),
         "t5": lambda: tf.T5EncoderModel(tf.T5Config(vocab_size=1000, d_model=128, d_ff=256, num_layers=4, num_heads=4)),
         "vit": lambda: tf.ViTModel(tf.ViTConfig(image_size=64, patch_size=8, **small)),
     }
