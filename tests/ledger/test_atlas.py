@@ -3,17 +3,13 @@ without console errors (the page test runs wherever Chromium is installed; CI in
 DEPTHSCOPE_REQUIRE_BROWSER=1 so that a missing browser fails instead of skipping)."""
 
 import dataclasses
-import os
 import re
-import shutil
 from pathlib import Path
 
 import pytest
+from tests.browser import loaded_page
 
 import depthscope.ledger as ledger
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-REQUIRE_BROWSER = os.environ.get("DEPTHSCOPE_REQUIRE_BROWSER") == "1"
 
 
 @pytest.fixture(scope="module")
@@ -66,45 +62,15 @@ def test_results_json_alone_rebuilds_the_atlas(tmp_path, tiny_results):
     assert ledger.render_atlas(back) == ledger.render_atlas(results)
 
 
-def _browser():
-    if CHROMIUM is None:
-        if REQUIRE_BROWSER:
-            pytest.fail("DEPTHSCOPE_REQUIRE_BROWSER=1 but no chromium on PATH")
-        pytest.skip("chromium is not installed (CI installs it)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        if REQUIRE_BROWSER:
-            pytest.fail("DEPTHSCOPE_REQUIRE_BROWSER=1 but playwright is not installed")
-        pytest.skip("playwright is not installed (pip install depthscope[test])")
-    return sync_playwright
-
-
 def test_atlas_loads_in_headless_chromium(atlas, tmp_path):
-    sync_playwright = _browser()
-    problems = []
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            page = browser.new_page()
-            page.on(
-                "console",
-                lambda m: problems.append(f"console {m.type}: {m.text}") if m.type in ("error", "warning") else None,
-            )
-            page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-            page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url}"))
-            page.goto(atlas.as_uri(), wait_until="load")
-            sections = page.locator("section.claim")
-            assert sections.count() == len(ledger.list_experiments())
-            ids = [sections.nth(i).get_attribute("id") for i in range(sections.count())]
-            assert ids == ledger.list_experiments()
-            broken = page.evaluate(
-                "Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).length"
-            )
-            assert broken == 0, f"{broken} figures did not decode"
-            shot = tmp_path / "atlas.png"
-            page.screenshot(path=str(shot), full_page=False)
-            assert shot.read_bytes()[:4] == b"\x89PNG"
-        finally:
-            browser.close()
+    with loaded_page(atlas) as (page, problems):
+        sections = page.locator("section.claim")
+        assert sections.count() == len(ledger.list_experiments())
+        ids = [sections.nth(i).get_attribute("id") for i in range(sections.count())]
+        assert ids == ledger.list_experiments()
+        broken = page.evaluate("Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).length")
+        assert broken == 0, f"{broken} figures did not decode"
+        shot = tmp_path / "atlas.png"
+        page.screenshot(path=str(shot), full_page=False)
+        assert shot.read_bytes()[:4] == b"\x89PNG"
     assert problems == []

@@ -1,24 +1,21 @@
 """`Report.save_html`: one self-contained page (embedded figure, one table row per step, verdict,
 drivers, settings, versions), escaped, written atomically; and it loads in headless Chromium
-(skipped where Chromium is not installed, unless DEPTHSCOPE_REQUIRE_BROWSER=1; see tests/ledger/test_atlas.py)."""
+(skipped where Chromium is not installed, unless DEPTHSCOPE_REQUIRE_BROWSER=1; see tests/browser.py)."""
 
 from __future__ import annotations
 
 import base64
 import dataclasses
 import html
-import os
 import re
-import shutil
 from pathlib import Path
 
 import pytest
 import torch
+from tests.browser import loaded_page
 
 import depthscope as ds
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-REQUIRE_BROWSER = os.environ.get("DEPTHSCOPE_REQUIRE_BROWSER") == "1"
 HOSTILE = "<b>&evil</b>"
 
 
@@ -69,40 +66,12 @@ def test_written_atomically_over_an_old_page(tmp_path: Path, report: ds.Report) 
     assert [p.name for p in tmp_path.iterdir()] == ["r.html"]  # no temporary file left
 
 
-def _browser():
-    if CHROMIUM is None:
-        if REQUIRE_BROWSER:
-            pytest.fail("DEPTHSCOPE_REQUIRE_BROWSER=1 but no chromium on PATH")
-        pytest.skip("chromium is not installed (CI installs it)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        if REQUIRE_BROWSER:
-            pytest.fail("DEPTHSCOPE_REQUIRE_BROWSER=1 but playwright is not installed")
-        pytest.skip("playwright is not installed (pip install depthscope[test])")
-    return sync_playwright
-
-
 def test_page_loads_in_headless_chromium(page: Path, report: ds.Report) -> None:
-    sync_playwright = _browser()
-    problems = []
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            tab = browser.new_page()
-            tab.on(
-                "console",
-                lambda m: problems.append(f"console {m.type}: {m.text}") if m.type in ("error", "warning") else None,
-            )
-            tab.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-            tab.on("requestfailed", lambda r: problems.append(f"request failed: {r.url}"))
-            tab.goto(page.as_uri(), wait_until="load")
-            width = tab.evaluate("document.getElementById('figure').naturalWidth")
-            assert width > 0, "the figure did not decode"
-            assert tab.locator("#steps tbody tr").count() == len(report)
-            names = tab.locator("#steps tbody td.name").all_inner_texts()
-            assert names == report.column("name")
-            assert tab.evaluate("document.scripts.length") == 0
-        finally:
-            browser.close()
+    with loaded_page(page) as (tab, problems):
+        width = tab.evaluate("document.getElementById('figure').naturalWidth")
+        assert width > 0, "the figure did not decode"
+        assert tab.locator("#steps tbody tr").count() == len(report)
+        names = tab.locator("#steps tbody td.name").all_inner_texts()
+        assert names == report.column("name")
+        assert tab.evaluate("document.scripts.length") == 0
     assert problems == []
