@@ -206,3 +206,12 @@ def test_a_block_called_with_a_list_is_named():
     model = _model("tv.densenet121")
     with pytest.raises(ds.ChainError, match=r"block 'features.denseblock1.denselayer1'"):
         ds.Chain.from_module(model, blocks=["features.denseblock1.*"], example=CASES["tv.densenet121"].input())
+
+
+def test_a_nan_input_is_named_as_non_finite_not_as_state() -> None:
+    """NaN != NaN made the repeat check call a NaN-propagating stem 'stateful'."""
+    import torchvision
+
+    model = torchvision.models.resnet18(num_classes=10).eval()
+    with pytest.raises(ds.NonFiniteError):
+        ds.probe(model, torch.full((1, 3, 32, 32), float("nan")), lyapunov=0, sigma_min=False)

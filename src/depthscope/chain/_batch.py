@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from depthscope._errors import ChainError, InputError
+from depthscope._errors import ChainError, InputError, NonFiniteError
 from depthscope.chain._step import Step, run_step
 
 # Each moved example's input is moved by this fraction of its largest entry (or by sqrt(eps) of its
@@ -36,6 +36,8 @@ def check_batch(x: object, name: str = "x") -> None:
     Raises:
         InputError: not a tensor; a scalar or 1-D tensor (no per-example dimension); an empty batch;
             a tensor on the meta device (shapes without values); a bool or complex dtype.
+        NonFiniteError: a floating-point batch with NaN or Inf entries (named as the input, before any
+            step runs: NaN != NaN would otherwise make the chain checks blame a step).
     """
     if not isinstance(x, torch.Tensor):
         raise InputError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
@@ -56,6 +58,8 @@ def check_batch(x: object, name: str = "x") -> None:
         )
     if x.dtype == torch.bool or x.is_complex():
         raise InputError(f"{name} has dtype {x.dtype}; expected floating point (or integer ids for an embedding)")
+    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+        raise NonFiniteError(f"the input {name} contains NaN or Inf", step=-1, step_name="input")
 
 
 def check_examples_independent(step: Step, k: int, x: torch.Tensor, y: torch.Tensor) -> None:
