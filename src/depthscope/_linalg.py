@@ -11,7 +11,7 @@ thread is correct, and so is a single (unbatched) matrix at any thread count. ``
 Every LU factorisation, solve, inverse and log-determinant of a torch tensor in depthscope goes
 through these functions, whatever the caller's thread count. On a CPU batch with more than one
 thread they take one of two safe paths, whichever is faster for the size (measured at 2 threads,
-float64, median of 7):
+float64, median of 7; benchmarks/linalg_guard.py):
 
 * per-matrix calls (each matrix's LAPACK call may still use threaded BLAS inside): ``(32, 256, 256)``
   ``lu_factor_ex`` 9.8 ms against 15.6 ms single-threaded;
