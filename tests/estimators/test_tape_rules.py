@@ -55,6 +55,36 @@ CASES = [
         (3, 4, 4),
         lambda x: torch.cat([F.adaptive_avg_pool2d(x, 1).flatten(1), x.mean((2, 3)), x.sum(1).flatten(1)], 1),
     ),
+    (
+        "mean-sum-forms",
+        (3, 4, 5),
+        lambda x: torch.cat(
+            [
+                x.mean(-1, True).flatten(1),
+                torch.mean(x, dim=[1, -1]),
+                x.sum((2,), dtype=D).flatten(1),
+                x.pow(2).mean(-1, keepdim=True).rsqrt().flatten(1),
+            ],
+            1,
+        ),
+    ),
+    (
+        "adaptive-pool-1-and-2",
+        (3, 4, 4),
+        lambda x: F.adaptive_avg_pool2d(x, (1, 1)).flatten(1) + F.adaptive_avg_pool2d(x, 2).sum((2, 3)),
+    ),
+    (
+        "rotate-half-stack-same-piece-twice",
+        (2, 6),
+        lambda x: torch.cat(
+            [
+                torch.cat((-x[..., 3:], x[..., :3]), dim=-1).flatten(1),
+                torch.stack([x, torch.ones_like(x), x], dim=-2).flatten(1),
+                torch.concat([x, x], 1).flatten(1),
+            ],
+            1,
+        ),
+    ),
     ("cat-with-constant", (12,), lambda x: torch.cat([x, torch.ones(x.shape[0], 2, dtype=D), torch.relu(x)], 1)),
     ("matmul-einsum", (3, 4), lambda x: torch.einsum("bij,bkj->bik", x, x).flatten(1) + (x @ W[:4, :3]).flatten(1)),
     ("dropout-eval", (12,), lambda x: F.dropout(torch.tanh(x), 0.3, training=False)),

@@ -38,6 +38,16 @@ from depthscope.estimators._tape.layers import (
 from depthscope.estimators._tape.linearization import Linearization
 from depthscope.estimators._tape.norms import layer_norm_rule, rms_norm_rule
 from depthscope.estimators._tape.pooling import MAX_POOLS, max_pool_rule
+from depthscope.estimators._tape.reductions import (
+    ADAPTIVE_AVG_POOLS,
+    CATS,
+    MEANS,
+    STACKS,
+    SUMS,
+    adaptive_avg_pool_rule,
+    cat_rule,
+    reduction_rule,
+)
 from depthscope.estimators._tape.shapes import (
     CASTS,
     RESHAPES,
@@ -69,6 +79,13 @@ for _f in (torch.neg, T.neg, T.__neg__):
     RULES[_f] = neg_rule
 for _f in GENERIC:
     RULES[_f] = generic_rule
+# Dedicated rules for the common linear calls that GENERIC also lists (they fall back to it).
+for _f in MEANS | SUMS:
+    RULES[_f] = reduction_rule
+for _f in ADAPTIVE_AVG_POOLS:
+    RULES[_f] = adaptive_avg_pool_rule
+for _f in CATS | STACKS:
+    RULES[_f] = cat_rule
 for _f in RESHAPES:
     RULES[_f] = reshape_rule
 for _f in CASTS:
@@ -94,6 +111,8 @@ for _f in (T.permute, torch.permute, T.transpose, torch.transpose):
     RULES[_f] = permute_rule
 # Functions whose output does not move with the input (derivative zero almost everywhere).
 CONSTANT = {torch.sign, T.sign, T.detach, torch.detach, torch.round, T.round, torch.floor, T.floor, torch.ceil, T.ceil}
+# ... and those that take only the input's shape, dtype and device.
+CONSTANT |= {torch.zeros_like, torch.ones_like, torch.full_like, T.new_zeros, T.new_ones, T.new_full}
 # Inference-time no-ops: dropout outside training.
 DROPOUT = {F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout}
 # Calls that return several pieces of one tracked tensor: `split_rule` linearises every piece.
@@ -104,4 +123,4 @@ DECOMPOSE = {F.multi_head_attention_forward}
 # Rules that must see the input before the call runs (an in-place call overwrites it).
 BEFORE_CALL = {pointwise_rule, product_rule}
 # Rules that find tracked tensors anywhere in the arguments (lists, keywords), not only top level.
-ANY_POSITION = {generic_rule, getitem_rule, pad_rule, einsum_rule}
+ANY_POSITION = {generic_rule, getitem_rule, pad_rule, einsum_rule, cat_rule}
