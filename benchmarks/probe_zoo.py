@@ -30,7 +30,7 @@ FB_PER_ROUND = 5
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="resnet56")
-    ap.add_argument("--width", type=float, default=1)
+    ap.add_argument("--width", type=float, default=None, help="the model's width option, where it has one")
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--clock", choices=("cpu", "wall"), default="cpu")
@@ -38,7 +38,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = ds.create_model(args.model, width=args.width).eval()
+    model = ds.create_model(args.model, **({} if args.width is None else {"width": args.width})).eval()
     x = model.example_input(1, torch.Generator().manual_seed(0))
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     images = x.ndim == 4
@@ -47,7 +47,8 @@ def main() -> None:
 
     def fwd_bwd(m, inp):
         m.zero_grad(set_to_none=True)
-        m(inp.clone().requires_grad_(True)).sum().backward()
+        inp = inp.clone().requires_grad_(True) if inp.is_floating_point() else inp  # token ids stay ints
+        m(inp).sum().backward()
 
     reports = {}
 
