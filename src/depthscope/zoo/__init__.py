@@ -13,7 +13,7 @@ from depthscope.zoo import (
     toys,  # noqa: F401
     transformer,  # noqa: F401
 )
-from depthscope.zoo._layers import ACTIVATIONS, critical_sigma_w, make_activation
+from depthscope.zoo._layers import ACTIVATIONS, default_sigma_w, make_activation
 from depthscope.zoo._registry import ModelSpec, create_model, list_models, model_spec, register_model
 from depthscope.zoo.procrustes import conv_operator_singular_values, procrustes_
 
@@ -22,7 +22,7 @@ __all__ = [
     "ModelSpec",
     "conv_operator_singular_values",
     "create_model",
-    "critical_sigma_w",
+    "default_sigma_w",
     "list_models",
     "make_activation",
     "model_spec",

@@ -13,8 +13,14 @@ ACTIVATIONS = ("relu", "tanh", "sigmoid", "linear")
 # The weight scale sigma_w that keeps the forward variance fixed for each activation at zero bias
 # (He et al. 2015 for ReLU: 2; tanh and linear slope a: 1/a^2, Glorot & Bengio 2010; sigmoid has no
 # critical point at zero bias, its derivative is at most 1/4, and 1 is the conventional choice).
-def critical_sigma_w(activation: str, slope: float = 1.0) -> float:
-    """sigma_w with Var(W) = sigma_w^2 / fan_in that is critical for ``activation``."""
+def default_sigma_w(activation: str, slope: float = 1.0) -> float:
+    """The zoo's default sigma_w (Var(W) = sigma_w^2 / fan_in) for ``activation``.
+
+    Critical (chi_1 = 1 in mean-field theory at sigma_b = 0) for ReLU (He, sqrt 2), tanh (1) and
+    the linear activation (1/|a|). For sigmoid it is 1, which is NOT critical (sigmoid' <= 1/4, so
+    chi_1 < 1/16): a deep plain sigmoid net vanishes at this default, the theory's standard example.
+    The mean-field critical scale of any activation is `depthscope.doctor.critical_sigma_w`.
+    """
     scales = {"relu": math.sqrt(2.0), "tanh": 1.0, "sigmoid": 1.0, "linear": 1.0 / abs(slope)}
     if activation not in scales:
         raise ValueError(f"unknown activation {activation!r}; choose one of {', '.join(ACTIVATIONS)}")

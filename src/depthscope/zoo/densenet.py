@@ -22,7 +22,7 @@ from torch import nn
 
 from depthscope.chain import ChainModule
 from depthscope.zoo._layers import (
-    critical_sigma_w,
+    default_sigma_w,
     init_batchnorm_,
     init_conv_he_,
     init_linear,
@@ -136,7 +136,7 @@ def densenet_mlp(
     """A dense MLP: stem in_dim -> width (= d_0), ``depth`` layers of ``growth`` features each,
     head d_0 + depth g -> out_dim. ``sigma_w=None`` is the activation's critical scale."""
     _check(depth, growth)
-    sw = critical_sigma_w(activation, slope) if sigma_w is None else sigma_w
+    sw = default_sigma_w(activation, slope) if sigma_w is None else sigma_w
     d_in = in_dim or width
     # Stem and head preserve variance (N(0, 1/fan_in)), as in depthscope.zoo.mlp.
     stem = init_linear(nn.Linear(d_in, width), "gaussian", 1.0)

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from depthscope.chain import ChainModule
-from depthscope.zoo._layers import critical_sigma_w, init_linear, make_activation
+from depthscope.zoo._layers import default_sigma_w, init_linear, make_activation
 from depthscope.zoo._registry import register_model
 
 # Fixup rescales the non-final layers of each branch by L^(-1/(2m-2)) for m layers per branch
@@ -155,7 +155,7 @@ def plain_mlp(
     an isometry (dynamical isometry, claim V8).
     """
     _check(depth, width)
-    sw = critical_sigma_w(activation, slope) if sigma_w is None else sigma_w
+    sw = default_sigma_w(activation, slope) if sigma_w is None else sigma_w
     blocks = [PlainBlock(width, activation, slope, init, sw, sigma_b) for _ in range(depth)]
     return MLP(blocks, in_dim or width, width, out_dim)
 
@@ -186,7 +186,7 @@ def resnet_mlp(
     ``learnable_alpha=True`` makes each block's alpha a trained scalar (claim R11 is its gradient).
     """
     _check(depth, width)
-    sw = critical_sigma_w(activation, slope) if sigma_w is None else sigma_w
+    sw = default_sigma_w(activation, slope) if sigma_w is None else sigma_w
     a = 1.0 / math.sqrt(depth) if alpha is None else alpha
     blocks = [ResidualBlock(width, activation, slope, init, sw, sigma_b, a, learnable_alpha) for _ in range(depth)]
     return MLP(blocks, in_dim or width, width, out_dim)
@@ -250,6 +250,6 @@ def fixup_mlp(
     initialisation.
     """
     _check(depth, width)
-    sw = critical_sigma_w(activation, slope) if sigma_w is None else sigma_w
+    sw = default_sigma_w(activation, slope) if sigma_w is None else sigma_w
     blocks = [FixupBlock(width, depth, activation, slope, init, sw) for _ in range(depth)]
     return MLP(blocks, in_dim or width, width, out_dim)

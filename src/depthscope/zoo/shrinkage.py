@@ -24,7 +24,7 @@ from torch import nn
 
 from depthscope.chain import ChainModule
 from depthscope.zoo._layers import (
-    critical_sigma_w,
+    default_sigma_w,
     init_batchnorm_,
     init_conv_he_,
     init_linear,
@@ -170,7 +170,7 @@ def shrinkage_mlp(
     activation."""
     if depth < 1 or width < 1:
         raise ValueError(f"depth and width must be positive, got depth={depth}, width={width}")
-    sw = critical_sigma_w(activation, slope) if sigma_w is None else sigma_w
+    sw = default_sigma_w(activation, slope) if sigma_w is None else sigma_w
     blocks = [ShrinkageMLPBlock(width, activation, slope, init, sw, tau_init) for _ in range(depth)]
     return ShrinkageMLP(blocks, in_dim or width, width, out_dim)
 

@@ -14,7 +14,7 @@ from depthscope.chain import Chain
 from depthscope.ledger._experiment import Experiment, Judgement, confirmed, refuted
 from depthscope.ledger.claims._residual_common import _blocks, _float64_model
 from depthscope.probing import probe
-from depthscope.zoo import critical_sigma_w
+from depthscope.zoo import default_sigma_w
 
 R4_ROUNDING = 1e-12  # float64: a sum of `depth` unit-scale terms carries ~depth * 1e-16 of rounding
 # The identity gap must vanish with the branch scale s; a fitted exponent below this means it does not.
@@ -26,7 +26,7 @@ R4_MIN_EXPONENT = 0.5
 # scaled through its weights (sigma_w = s times the critical ReLU scale).
 _R4_MODELS: dict[str, tuple[Callable[[float], dict], Callable[[nn.Module, torch.Tensor], torch.Tensor]]] = {
     "resnet_mlp": (lambda s: {"alpha": s}, lambda block, x: block.alpha * block.branch(x)),
-    "plain_mlp": (lambda s: {"sigma_w": s * critical_sigma_w("relu")}, lambda block, x: block(x)),
+    "plain_mlp": (lambda s: {"sigma_w": s * default_sigma_w("relu")}, lambda block, x: block(x)),
 }
 
 
