@@ -90,7 +90,10 @@ class Criticality(Treatment):
         blocks = body_blocks(case)
         if not kinds or not blocks or residual_blocks(blocks):
             return None
-        found = _critical(case)
+        try:
+            found = _critical(case)
+        except InputError:  # no critical point: `blocked` says why
+            return None
         if found is None:
             return f"a plain stack reads {' and '.join(kinds)}; its activation is not recognised (see blocked)"
         act, mf = found
@@ -111,7 +114,10 @@ class Criticality(Treatment):
             return "the body has no Linear or Conv layer to reinitialise"
         if activation_of(blocks) is None:
             return "the body has no single recognised elementwise activation (relu, tanh, sigmoid, gelu, silu, linear)"
-        found = _critical(case)
+        try:
+            found = _critical(case)
+        except InputError as err:  # no critical point (GELU and SiLU jump across chi_1 = 1)
+            return str(err)
         if found is not None:
             act, mf = found
             name = activation_name(act)
@@ -136,7 +142,10 @@ class Criticality(Treatment):
         return new
 
     def constants(self, case: Case) -> dict[str, float]:
-        found = _critical(case)
+        try:
+            found = _critical(case)
+        except InputError:
+            return {}
         if found is None:
             return {}
         _, mf = found
