@@ -5,7 +5,7 @@ an RNN's time steps, a map's iterations, a solver's steps) into a `Chain` and me
 and gradients cross it.
 """
 
-from depthscope import dynamics, estimators, ledger, zoo  # noqa: E402  (subpackages as ds.dynamics, ds.ledger, ds.zoo)
+from depthscope import doctor, dynamics, estimators, ledger, zoo  # noqa: E402  (subpackages as ds.doctor, ds.dynamics, ...)
 from depthscope._errors import (
     ChainError,
     DepthscopeError,
@@ -16,11 +16,25 @@ from depthscope._errors import (
 )
 from depthscope._version import __version__
 from depthscope.chain import Chain, ChainModule, Step
+from depthscope.design import grow, growth_bound, paths, prune, rank, skip_density
+from depthscope.doctor import diagnose, meanfield, verify
 from depthscope.estimators import LyapunovResult, lyapunov
+from depthscope.monitor import Monitor
 from depthscope.probing import BlockStats, ProbeWarning, Report, probe
 from depthscope.zoo import create_model, list_models, model_spec, register_model
 
 __all__ = [
+    "Monitor",
+    "grow",
+    "growth_bound",
+    "paths",
+    "prune",
+    "rank",
+    "skip_density",
+    "diagnose",
+    "doctor",
+    "meanfield",
+    "verify",
     "BlockStats",
     "LyapunovResult",
     "ProbeWarning",

@@ -65,3 +65,11 @@ def test_doctor_errors(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> No
     assert "did you mean resnet_mlp" in capsys.readouterr().err
     assert main(["doctor", "plain_mlp", *LINEAR_SLOPE, "--json", str(tmp_path / "missing" / "x.json")]) == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_train_steps_builds_a_registered_mlp_for_digits(tmp_path) -> None:
+    out = tmp_path / "dx.json"
+    args = ["doctor", "plain_mlp", "--depth", "12", "--width", "16", "--set", "activation=sigmoid"]
+    assert main([*args, "--apply", "rezero", "--train-steps", "5", "--quiet", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["applied"] == "rezero" and result["verification"]["trained_after"] is not None

@@ -122,3 +122,11 @@ def test_paths_copies_and_replacement_leave_the_original_alone() -> None:
         module_path(model, nn.Linear(2, 2))
     with pytest.raises(InputError, match="whole"):
         replace_module(new, "", nn.Identity())
+
+
+def test_a_block_without_weight_layers_is_not_called_residual():
+    from torch import nn
+
+    from depthscope.doctor import measured_skip
+
+    assert measured_skip(nn.ReLU(), (8,)) is False  # it returns its non-negative probe input unchanged

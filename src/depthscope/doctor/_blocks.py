@@ -98,7 +98,7 @@ class DeepNormSum(nn.Module):
         )
 
     def extra_repr(self) -> str:
-        return f"alpha={float(self.alpha):.4g}"
+        return f"alpha={float(self.alpha.detach()):.4g}"
 
 
 class OmegaPostLN(nn.Module):
@@ -120,4 +120,4 @@ class OmegaPostLN(nn.Module):
         return self.ln2(self.omega_ffn.to(x.dtype) * x + self.ffn(x))
 
     def extra_repr(self) -> str:
-        return f"omega_attn={float(self.omega_attn):.4g}, omega_ffn={float(self.omega_ffn):.4g}"
+        return f"omega_attn={float(self.omega_attn.detach()):.4g}, omega_ffn={float(self.omega_ffn.detach()):.4g}"

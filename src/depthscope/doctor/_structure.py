@@ -136,6 +136,10 @@ def measured_skip(module: nn.Module, in_shape: tuple[int, ...]) -> bool | None:
 
 @torch.no_grad()
 def _measure_skip(module: nn.Module, in_shape: tuple[int, ...]) -> bool | None:
+    if not any(isinstance(layer, WEIGHT_LAYERS) for layer in module.modules()):
+        # No branch to zero: a bare activation (ReLU passes the non-negative probe input) would read
+        # as a skip connection. A block without weight layers is not called residual.
+        return False
     probe = copy.deepcopy(module).eval()
     for layer in probe.modules():
         if isinstance(layer, WEIGHT_LAYERS):
