@@ -11,7 +11,9 @@ import timm
 import torch
 import torchvision.models as tv
 import transformers
+from timm.models.densenet import DenseNet
 from torch import nn
+from torchvision.models.regnet import BlockParams, RegNet
 
 HIDDEN, SEQ, VOCAB = 32, 8, 50
 STEM_AND_HEAD = 2
@@ -72,6 +74,18 @@ CASES: dict[str, Case] = {
     # 4 dense blocks (their layers are called with lists of features: each block is one step) and
     # 3 transitions.
     "tv.densenet121": Case(lambda: tv.densenet121(), _image(32), 4 + 3 + STEM_AND_HEAD),
+    # 1+3+6+6 ResBottleneckBlocks in trunk_output.block1..4.
+    "tv.regnet_y_400mf": Case(lambda: tv.regnet_y_400mf(), _image(32), 16 + STEM_AND_HEAD),
+    # For the jacrev oracle: 1+1+2 blocks, 8 channels at 8 px (every state at most 192 wide).
+    "tv.regnet_tiny": Case(
+        lambda: RegNet(
+            BlockParams.from_init_params(depth=4, w_0=8, w_a=8.0, w_m=2.0, group_width=8, se_ratio=0.25),
+            stem_width=8,
+            num_classes=10,
+        ),
+        _image(8),
+        4 + STEM_AND_HEAD,
+    ),
     "tv.vit": Case(
         lambda: tv.VisionTransformer(
             image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=HIDDEN, mlp_dim=2 * HIDDEN
@@ -94,6 +108,30 @@ CASES: dict[str, Case] = {
     ),
     "timm.regnetx_002": Case(
         lambda: timm.create_model("regnetx_002", pretrained=False), _image(32), 13 + STEM_AND_HEAD
+    ),
+    # swin_tiny with 2 blocks per stage, shrunk to 16 px (states at most 512 wide, for the jacrev oracle):
+    # 8 blocks and the 3 PatchMergings that open stages 1-3 (stage 0's downsample is an nn.Identity).
+    "timm.swin_16px": Case(
+        lambda: timm.create_model(
+            "swin_tiny_patch4_window7_224",
+            pretrained=False,
+            img_size=16,
+            patch_size=2,
+            window_size=2,
+            embed_dim=8,
+            depths=(2, 2, 2, 2),
+            num_heads=(1, 1, 1, 1),
+        ),
+        _image(16),
+        8 + 3 + STEM_AND_HEAD,
+    ),
+    # 4 dense blocks and 3 transitions, as torchvision's.
+    "timm.densenet121": Case(
+        lambda: timm.create_model("densenet121", pretrained=False), _image(32), 4 + 3 + STEM_AND_HEAD
+    ),
+    # For the jacrev oracle: growth 4, two layers per dense block (states at most 1024 wide).
+    "timm.densenet_tiny": Case(
+        lambda: DenseNet(growth_rate=4, block_config=(2, 2, 2, 2), num_classes=10), _image(32), 4 + 3 + STEM_AND_HEAD
     ),
     "timm.mixer_s16": Case(
         lambda: timm.create_model("mixer_s16_224", pretrained=False, img_size=32), _image(32), 8 + STEM_AND_HEAD
@@ -145,6 +183,7 @@ ADAPTER_CASES: dict[str, str] = {
     "torchvision.convnext": "tv.convnext_tiny",
     "torchvision.swin": "tv.swin_t",
     "torchvision.densenet": "tv.densenet121",
+    "torchvision.regnet": "tv.regnet_y_400mf",
     "torchvision.vit": "tv.vit",
     "timm.resnet": "timm.resnet18",
     "timm.vit": "timm.vit_tiny",
@@ -152,4 +191,6 @@ ADAPTER_CASES: dict[str, str] = {
     "timm.convnext": "timm.convnext_atto",
     "timm.efficientnet": "timm.efficientnet_b0",
     "timm.regnet": "timm.regnetx_002",
+    "timm.swin": "timm.swin_16px",
+    "timm.densenet": "timm.densenet121",
 }

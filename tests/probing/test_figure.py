@@ -13,7 +13,14 @@ import torch
 from matplotlib.figure import Figure
 
 import depthscope as ds
-from depthscope.probing._figure import MAX_STEP_LABELS, PANEL_TITLES, label_stride
+from depthscope.estimators import SIGMA_MIN_EXACT, SIGMA_MIN_WEYL
+from depthscope.probing._figure import (
+    MAX_STEP_LABELS,
+    PANEL_TITLES,
+    SIGMA_MIN_BOUND_LABEL,
+    SIGMA_MIN_LABEL,
+    label_stride,
+)
 
 
 @pytest.fixture(scope="module")
@@ -86,3 +93,44 @@ def test_long_chains_label_every_nth_step(report: ds.Report) -> None:
 def test_no_lyapunov_spectrum(report: ds.Report) -> None:
     fig = dataclasses.replace(report, lyapunov=[]).plot()
     assert "not computed" in [t.get_text() for t in fig.axes[3].texts]
+
+
+def _lines(ax) -> dict[str, object]:
+    return {line.get_label(): line for line in ax.lines}
+
+
+def _only(values: list, keep: list[bool]) -> list:
+    return [v if k else None for v, k in zip(values, keep)]
+
+
+def test_exact_sigma_min_is_labelled_sigma_min(report: ds.Report) -> None:
+    assert set(report.column("sigma_min_kind")) == {SIGMA_MIN_EXACT, None}  # explicit steps, a non-square head
+    lines = _lines(report.plot().axes[0])
+    assert SIGMA_MIN_BOUND_LABEL not in lines
+    assert lines[SIGMA_MIN_LABEL].get_linestyle() == "-"
+
+
+def test_a_weyl_bound_is_drawn_dashed_as_a_bound() -> None:
+    """Matrix-free steps report max(0, 1 - ||J - I||_2), a lower bound: it is not labelled sigma_min."""
+    model = ds.create_model("resnet_mlp", depth=4, width=8)
+    x = model.example_input(2, torch.Generator().manual_seed(0))
+    report = ds.probe(model, x, lyapunov=0, seed=0, method="matrix-free")
+    assert SIGMA_MIN_WEYL in report.column("sigma_min_kind")
+    ax = report.plot().axes[0]
+    lines = _lines(ax)
+    assert SIGMA_MIN_LABEL not in lines  # no step has an exact or estimated sigma_min
+    bound = lines[SIGMA_MIN_BOUND_LABEL]
+    assert bound.get_linestyle() == "--"
+    assert _same(_y(ax, ax.lines.index(bound)), report.column("local_sigma_min"))
+    assert SIGMA_MIN_BOUND_LABEL in [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def test_mixed_kinds_draw_each_step_once(report: ds.Report) -> None:
+    weyl = [k % 2 == 1 for k in range(len(report))]
+    blocks = [dataclasses.replace(b, sigma_min_kind=SIGMA_MIN_WEYL) if w else b for b, w in zip(report.blocks, weyl)]
+    mixed = dataclasses.replace(report, blocks=blocks)
+    ax = mixed.plot().axes[0]
+    lines = _lines(ax)
+    smin = mixed.column("local_sigma_min")
+    assert _same(list(lines[SIGMA_MIN_LABEL].get_ydata()), _only(smin, [not w for w in weyl]))
+    assert _same(list(lines[SIGMA_MIN_BOUND_LABEL].get_ydata()), _only(smin, weyl))

@@ -11,8 +11,10 @@ How to write an adapter (the contract):
 
 1. ``recognises(model)`` is True for the models it knows, and never imports a library: a model
    of a library exists only once the library is imported, so it looks in ``sys.modules``.
-2. ``prepare(model, example)`` returns the module whose forward the chain cuts (default: the
-   model itself; Hugging Face wraps its base model to switch caches off).
+2. ``prepare(model, example, attention_mask)`` returns the module whose forward the chain cuts
+   (default: the model itself; Hugging Face wraps its base model to switch caches off). An
+   adapter whose models take an attention mask binds ``attention_mask`` (a tensor, or None for
+   none) into that module; the default refuses one (`InputError`).
 3. ``blocks(module)`` returns ``(name, submodule)`` pairs, any order (execution order is
    recorded): the residual blocks and whatever sits between them (downsampling, transitions,
    patch merging), so that each one receives what the one before returned.
@@ -28,6 +30,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from depthscope._errors import InputError
+
 
 class Adapter(abc.ABC):
     """A rule that recognises some models and names their steps (see the module's contract)."""
@@ -38,8 +42,14 @@ class Adapter(abc.ABC):
     def recognises(self, model: nn.Module) -> bool:
         """Whether this adapter knows ``model``."""
 
-    def prepare(self, model: nn.Module, example: torch.Tensor) -> nn.Module:
-        """The module whose forward is cut into steps (``example: (B, *S_0)``)."""
+    def prepare(self, model: nn.Module, example: torch.Tensor, attention_mask: torch.Tensor | None = None) -> nn.Module:
+        """The module whose forward is cut into steps (``example: (B, *S_0)``), ``attention_mask``
+        bound; this default binds none and refuses one."""
+        if attention_mask is not None:
+            raise InputError(
+                f"the {self.name} adapter passes no attention_mask to {type(model).__name__}: its models take "
+                "none. Probe it without one"
+            )
         return model
 
     @abc.abstractmethod

@@ -47,6 +47,7 @@ class Chain:
         blocks: Sequence[str | nn.Module] | None = None,
         *,
         example: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
     ) -> Chain:
         """Find the block sequence of ``module`` and return it as a chain (stem and head included).
 
@@ -54,7 +55,7 @@ class Chain:
         ``"layer1.*"``, or the modules themselves); a `ChainModule` (depthscope's zoo, which
         states its steps); a registered adapter that recognises the model (Hugging Face
         transformers; torchvision's and timm's ResNets, MobileNets, EfficientNets, ConvNeXts,
-        Swin, DenseNet, ViTs, MLP-Mixer, RegNet: `depthscope.chain.register_adapter` adds one);
+        Swin, DenseNet, ViTs, MLP-Mixer, RegNets: `depthscope.chain.register_adapter` adds one);
         an ``nn.Sequential`` (its children); the Sequentials and ModuleLists inside the model,
         nested stages opened, the one with most blocks that composes to the model. Except for a
         Sequential, ``example`` is required: one forward pass records each block's extra arguments
@@ -64,14 +65,25 @@ class Chain:
         The steps are ``stem`` (the model up to the first block), the blocks by path, ``head``.
         Wrappers that compute the module's own function (``torch.compile``, ``nn.DataParallel``,
         ``DistributedDataParallel``) are looked through; a TorchScript module raises `ChainError`.
+
+        ``attention_mask`` is passed to the model on every call, like ``example`` bound to the
+        chain: for a Hugging Face model a ``(B, T)`` mask of ``example``'s shape (1 for real
+        tokens, 0 for padding; each layer gets it as the model itself passes it, as in
+        `Chain.from_hf`); for another module whose ``forward`` takes an ``attention_mask``
+        argument, whatever that forward expects. Other fixed arguments: wrap the model in a module
+        whose ``forward(x)`` passes them. Raises `InputError` for a mask of the wrong shape, and
+        for a model that takes none (a torchvision or timm CNN, an ``nn.Sequential``, a
+        `ChainModule`, a forward without an ``attention_mask`` argument).
         """
-        return cls(steps_from_module(module, blocks, example))
+        return cls(steps_from_module(module, blocks, example, attention_mask))
 
     @classmethod
     def from_hf(cls, model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> Chain:
         """A Hugging Face ``transformers`` model (BERT, GPT-2, ...) as a chain: embeddings output is
         x_0, each encoder/decoder layer a step (the attention mask passed through), then the head.
-        Needs the optional extra ``depthscope[hf]``; weights are never downloaded."""
+        ``input_ids: (B, T)`` long, ``attention_mask: (B, T)`` (1 real, 0 padding) or None. The
+        same chain as ``Chain.from_module(model, example=input_ids, attention_mask=...)``, for
+        token ids only. Needs the optional extra ``depthscope[hf]``; weights are never downloaded."""
         return cls(steps_from_hf(model, input_ids, attention_mask))
 
     @classmethod

@@ -2,17 +2,20 @@
 Sequential, or the generic search over nested containers.
 
 The registry `ADAPTERS` is tried in order; the first adapter that recognises the model cuts it.
-`register_adapter` puts a new adapter ahead of the built-in ones.
+`register_adapter` puts a new adapter ahead of the built-in ones. An attention mask is bound by
+the adapter (`Adapter.prepare`), or, for explicit blocks and the generic search, by calling the
+module with it (`_WithAttentionMask`); models that take none refuse it.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from depthscope._errors import ChainError, NoBlocksError
+from depthscope._errors import ChainError, InputError, NoBlocksError
 from depthscope.chain._adapters import Adapter
 from depthscope.chain._discover import MIN_BLOCKS, hooked_steps, resolve_blocks, unwrap
 from depthscope.chain._hf import HFAdapter
@@ -40,30 +43,61 @@ def steps_from_module(
     module: nn.Module,
     blocks: Sequence[str | nn.Module] | None,
     example: torch.Tensor | None,
+    attention_mask: torch.Tensor | None = None,
 ) -> list[Step]:
     """The steps of ``module``'s chain (stem and head included); `Chain.from_module` documents the search."""
     module = unwrap(module)
     if blocks is None and isinstance(module, ChainModule):
+        _refuse_mask(attention_mask, f"{type(module).__name__} is a ChainModule, whose steps take one tensor")
         return [Step(name, fn, fn if isinstance(fn, nn.Module) else None) for name, fn in module.chain_steps(example)]
-    adapter = find_adapter(module) if blocks is None else None
+    # An adapter also prepares a model whose blocks are given (a Hugging Face model's caches are
+    # switched off either way); it chooses the blocks only when none are given.
+    adapter = find_adapter(module)
     if blocks is None and adapter is None and isinstance(module, nn.Sequential):
         if len(module) == 0:
             raise NoBlocksError("the nn.Sequential is empty: there are no blocks to probe")
+        _refuse_mask(attention_mask, "an nn.Sequential passes one tensor from child to child")
         return [Step(name, child, child) for name, child in module.named_children()]
     if example is None:
         raise ChainError(
             f"{type(module).__name__} calls its blocks inside its own forward; pass example=x so one "
             "reference pass can record how each block is called (the chain is then bound to x)"
         )
-    if blocks is not None:
-        return hooked_steps(module, resolve_blocks(module, blocks), example)
     if adapter is not None:
-        prepared = adapter.prepare(module, example)
+        prepared = adapter.prepare(module, example, attention_mask)
+        if blocks is not None:  # named by their paths in the module itself, run through the prepared one
+            return hooked_steps(prepared, resolve_blocks(module, blocks), example)
         found = adapter.blocks(prepared)
         if not found:
             raise NoBlocksError(f"the {adapter.name} adapter found no blocks in {type(module).__name__}")
         return hooked_steps(prepared, found, example)
-    return _generic(module, example)
+    # Blocks are named by their paths in the module itself; the mask only changes how it is called.
+    runner = module if attention_mask is None else _WithAttentionMask(module, attention_mask)
+    if blocks is not None:
+        return hooked_steps(runner, resolve_blocks(module, blocks), example)
+    return _generic(module, runner, example)
+
+
+def _refuse_mask(attention_mask: torch.Tensor | None, why: str) -> None:
+    if attention_mask is not None:
+        raise InputError(f"attention_mask cannot be passed: {why}")
+
+
+class _WithAttentionMask(nn.Module):
+    """``x -> model(x, attention_mask=attention_mask)``: a module whose forward takes a mask, bound to one."""
+
+    def __init__(self, model: nn.Module, attention_mask: torch.Tensor):
+        super().__init__()
+        if "attention_mask" not in inspect.signature(model.forward).parameters:
+            raise InputError(
+                f"{type(model).__name__}.forward takes no attention_mask argument (it takes "
+                f"{', '.join(inspect.signature(model.forward).parameters) or 'nothing'}); probe it without one"
+            )
+        self.model = model
+        self.attention_mask = attention_mask
+
+    def forward(self, x: torch.Tensor) -> object:
+        return self.model(x, attention_mask=self.attention_mask)
 
 
 def nested_candidates(module: nn.Module) -> list[tuple[str, list[tuple[str, nn.Module]]]]:
@@ -97,7 +131,9 @@ def nested_candidates(module: nn.Module) -> list[tuple[str, list[tuple[str, nn.M
     return found
 
 
-def _generic(module: nn.Module, example: torch.Tensor) -> list[Step]:
+def _generic(module: nn.Module, runner: nn.Module, example: torch.Tensor) -> list[Step]:
+    """The generic search over ``module``'s containers; ``runner`` is the module called (``module``, or
+    it with its attention mask bound)."""
     candidates = nested_candidates(module)
     if not candidates:
         raise NoBlocksError(
@@ -109,7 +145,7 @@ def _generic(module: nn.Module, example: torch.Tensor) -> list[Step]:
     failures, errors = [], []
     for name, found in candidates[:MAX_GENERIC_TRIES]:
         try:
-            return hooked_steps(module, found, example)
+            return hooked_steps(runner, found, example)
         except ChainError as err:
             errors.append(err)
             failures.append(f"{name!r} ({len(found)} blocks): {err}")

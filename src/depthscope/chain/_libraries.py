@@ -39,6 +39,8 @@ LIBRARY_ADAPTERS: tuple[LibraryAdapter, ...] = (
     LibraryAdapter(
         "torchvision.densenet", (f"{TV}densenet:DenseNet",), (f"{TV}densenet:_DenseBlock", f"{TV}densenet:_Transition")
     ),
+    # RegNet's stages (trunk_output.block1..4) hold ResBottleneckBlocks; no module sits between them.
+    LibraryAdapter("torchvision.regnet", (f"{TV}regnet:RegNet",), (f"{TV}regnet:ResBottleneckBlock",)),
     LibraryAdapter(
         "torchvision.vit", (f"{TV}vision_transformer:VisionTransformer",), (f"{TV}vision_transformer:EncoderBlock",)
     ),
@@ -67,6 +69,20 @@ LIBRARY_ADAPTERS: tuple[LibraryAdapter, ...] = (
             TIMM_EFFICIENTNET_BLOCKS + c
             for c in ("DepthwiseSeparableConv", "InvertedResidual", "EdgeResidual", "CondConvResidual", "ConvBnAct")
         ),
+    ),
+    # Each stage of layers.* starts with its PatchMerging (an nn.Identity in stage 0, skipped), a step
+    # of its own between the last block of one stage and the first of the next, as in torchvision.
+    LibraryAdapter(
+        "timm.swin",
+        (f"{TIMM}swin_transformer:SwinTransformer",),
+        (f"{TIMM}swin_transformer:SwinTransformerBlock",),
+    ),
+    # A dense block calls its layers with the list of all earlier feature maps: each block is one
+    # step (the concatenation is inside it), each transition another, as in torchvision.
+    LibraryAdapter(
+        "timm.densenet",
+        (f"{TIMM}densenet:DenseNet",),
+        (f"{TIMM}densenet:DenseBlock", f"{TIMM}densenet:DenseTransition"),
     ),
     # RegNet's blocks are the Bottlenecks of its stages s1..s4 (a glob "s*.b*" also caught stem.bn).
     LibraryAdapter(

@@ -1,6 +1,8 @@
 """A report as a matplotlib figure: four panels that only read the report's columns.
 
-    local gain     local_rms per step, between sigma_min (where known) and sigma_max
+    local gain     local_rms per step, between sigma_min (where known) and sigma_max; a sigma_min
+                   that is only the Weyl lower bound max(0, 1 - ||J - I||_2) (matrix-free steps)
+                   is drawn dashed, labelled as a bound, apart from exact or estimated ones
     cumulative     cum_log_rms, with a band of +-2 standard errors where the error is known
     gradient       grad_log_norm, log ||dE/dx_k|| at each step's input
     Lyapunov       the report's Lyapunov spectrum, exponents per step, descending
@@ -14,6 +16,8 @@ from __future__ import annotations
 
 import math
 from typing import TYPE_CHECKING, Any
+
+from depthscope.estimators import SIGMA_MIN_WEYL
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -31,6 +35,9 @@ PANEL_TITLES = (
     "gradient log-norm across depth",
     "Lyapunov spectrum",
 )
+# Legend labels of the two kinds of sigma_min on the local-gain panel (the tests find the lines by them).
+SIGMA_MIN_LABEL = "sigma_min"
+SIGMA_MIN_BOUND_LABEL = "sigma_min >= (Weyl lower bound)"
 
 
 def _floats(values: list) -> list[float]:
@@ -71,7 +78,12 @@ def report_figure(report: Any) -> Figure:
     known_min = [not math.isnan(v) for v in smin]
     ax.plot(k, smax, lw=0.8, color="C3", label="sigma_max")
     if any(known_min):
-        ax.plot(k, smin, lw=0.8, color="C2", label="sigma_min")
+        # A Weyl bound is not sigma_min: only a floor under it, drawn apart so that it is not read as one.
+        bound = [kind == SIGMA_MIN_WEYL for kind in report.column("sigma_min_kind")]
+        for is_bound, label, style in ((False, SIGMA_MIN_LABEL, "-"), (True, SIGMA_MIN_BOUND_LABEL, "--")):
+            ys = [v if b == is_bound else math.nan for v, b in zip(smin, bound)]
+            if any(not math.isnan(v) for v in ys):  # markers: an isolated step has no segment to draw
+                ax.plot(k, ys, lw=0.8, ls=style, marker=".", ms=3, color="C2", label=label)
         ax.fill_between(k, smin, smax, where=known_min, color="C0", alpha=0.15, lw=0)
     else:  # no lower edge known: shade between the RMS gain and the top singular value
         ax.fill_between(k, _floats(report.column("local_rms")), smax, color="C3", alpha=0.12, lw=0)

@@ -61,11 +61,16 @@ def _eval_mode(modules: list[nn.Module]) -> Iterator[None]:
             r.train()
 
 
-def _as_chain(model: nn.Module | Chain, x: torch.Tensor, blocks) -> Chain:
+def _as_chain(model: nn.Module | Chain, x: torch.Tensor, blocks, attention_mask: torch.Tensor | None) -> Chain:
+    if isinstance(model, nn.Module):
+        return Chain.from_module(model, blocks, example=x, attention_mask=attention_mask)
+    if attention_mask is not None and isinstance(model, (Chain, list, tuple)):
+        raise InputError(
+            "attention_mask is bound when a chain is built from a model: pass the model itself to probe, or "
+            "build the chain with Chain.from_module(model, example=x, attention_mask=mask) or Chain.from_hf"
+        )
     if isinstance(model, Chain):
         return model
-    if isinstance(model, nn.Module):
-        return Chain.from_module(model, blocks, example=x)
     if isinstance(model, (list, tuple)):
         return Chain(model)
     raise InputError(f"probe takes an nn.Module, a Chain or a list of steps, not a {type(model).__name__}")
@@ -83,6 +88,7 @@ def probe(
     method: str = "auto",
     sigma_min: bool = True,
     blocks=None,
+    attention_mask: torch.Tensor | None = None,
 ) -> Report:
     """Measure how signals and gradients cross every step of a model or chain.
 
@@ -114,6 +120,11 @@ def probe(
             otherwise): +13% on a 64-block width-256 residual MLP, +56% at width 1024, +24% on
             resnet56 (benchmarks/route_calibration.py --whole).
         blocks: passed to `Chain.from_module`.
+        attention_mask: passed to `Chain.from_module`, which passes it to the model on every call:
+            for a Hugging Face model ``(B, T)`` like ``x``'s token ids, 1 for real tokens and 0 for
+            padding (None: every token real). Only with an ``nn.Module`` (a `Chain` is already
+            bound to its mask); a model that takes none, or a mask of the wrong shape, raises
+            `InputError`.
 
     Returns:
         a `Report`. Convention: every quantity is computed per example (the Jacobian of example b's
@@ -152,9 +163,11 @@ def probe(
     check_batch(x)
     modules = [model] if isinstance(model, nn.Module) else []
     with _eval_mode(modules):
-        chain = _as_chain(model, x, blocks)
+        chain = _as_chain(model, x, blocks, attention_mask)
         with _eval_mode(chain.modules() if not modules else []):
-            return _probe_chain(chain, x, opts)
+            report = _probe_chain(chain, x, opts)
+    report.settings["attention_mask"] = attention_mask is not None  # the chain was bound to one
+    return report
 
 
 def _probe_chain(chain: Chain, x: torch.Tensor, opts: ProbeOptions) -> Report:
