@@ -1,5 +1,5 @@
-"""What the two LayerNorm treatments (DeepNorm, Pre-LN) share: the Post-LN blocks they convert and
-how a zoo block becomes its sibling class with the same weights.
+"""What the LayerNorm treatments (DeepNorm, Pre-LN, Admin) share: the Post-LN blocks they convert
+(`PostLNTreatment`) and how a zoo block becomes its sibling class with the same weights.
 
 Two kinds of Post-LN block are known (`depthscope.doctor._structure`): the zoo's `PostLNBlock`
 (attributes ``attn``, ``ffn``, ``ln1``, ``ln2``; its siblings `PreLNBlock` and `DeepNormBlock` have
@@ -15,6 +15,9 @@ from torch import nn
 from depthscope.doctor._finding import EXPLODING, POSTLN_CONTRACTION, VANISHING
 from depthscope.doctor._structure import POST_LN, BlockInfo, body_blocks
 from depthscope.doctor._treatment import Case
+from depthscope.doctor.treatments._common import gradient_within_e
+from depthscope.doctor.treatments._targeted import TargetedTreatment
+from depthscope.probing import Report
 from depthscope.zoo import transformer as zoo_transformer
 
 # The findings a LayerNorm-placement treatment answers.
@@ -24,6 +27,25 @@ LN_KINDS = (POSTLN_CONTRACTION, VANISHING, EXPLODING)
 def postln_blocks(case: Case) -> list[BlockInfo]:
     """The body's Post-LN transformer blocks."""
     return [b for b in body_blocks(case) if b.placement == POST_LN]
+
+
+class PostLNTreatment(TargetedTreatment):
+    """A treatment of the body's Post-LN blocks; its promise: the gradient within e through the body."""
+
+    treats = LN_KINDS
+    fits = "Post-LN blocks"
+    promise = "the gradient at the body's input within a factor e of the gradient at its top"
+
+    def targets(self, case: Case) -> list[BlockInfo]:
+        return postln_blocks(case)
+
+    def unfit(self, case: Case) -> str:
+        return (
+            "no Post-LN transformer block is known in the body (known: the zoo's PostLNBlock, Hugging Face BertLayer)"
+        )
+
+    def kept(self, before: Report, after: Report) -> bool:
+        return gradient_within_e(after)
 
 
 def is_zoo_block(block: nn.Module) -> bool:

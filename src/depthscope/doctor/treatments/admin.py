@@ -21,13 +21,10 @@ import math
 import torch
 from torch import nn
 
-from depthscope._errors import InputError
 from depthscope.doctor._blocks import DeepNormSum, OmegaPostLN
 from depthscope.doctor._structure import BlockInfo, replace_module, treated_copy
-from depthscope.doctor._treatment import Case, Treatment
-from depthscope.doctor.treatments._common import gradient_within_e
-from depthscope.doctor.treatments._transformers import LN_KINDS, bert_sublayers, is_zoo_block, postln_blocks
-from depthscope.probing import Report
+from depthscope.doctor._treatment import Case
+from depthscope.doctor.treatments._transformers import PostLNTreatment, bert_sublayers, is_zoo_block, postln_blocks
 
 
 def _branch_outputs(block: nn.Module) -> tuple[nn.Module, nn.Module]:
@@ -82,37 +79,18 @@ def profile_omegas(case: Case, blocks: list[BlockInfo]) -> list[float]:
     return omegas
 
 
-class Admin(Treatment):
+class Admin(PostLNTreatment):
     """Weight every Post-LN sublayer's skip by omega_i = sqrt of the variance accumulated before it."""
 
     name = "admin"
     title = "Admin: Post-LN with skip weights omega_i from one profiling pass"
     source = "Liu, Liu, Gao, Chen & Han 2020, Understanding the Difficulty of Training Transformers (EMNLP)"
-    treats = LN_KINDS
     preserves_function = False
-    promise = "the gradient at the body's input within a factor e of the gradient at its top"
 
-    def applies(self, case: Case) -> str | None:
-        kinds = [k for k in self.treats if case.has(k)]
-        blocks = postln_blocks(case)
-        if not kinds or not blocks:
-            return None
-        return (
-            f"the model reads {' and '.join(kinds)} and has {len(blocks)} Post-LN blocks: Admin keeps the "
-            "layout and weights each skip by omega_i, profiled once"
-        )
+    def remedy(self, case: Case, targets: list[BlockInfo]) -> str:
+        return "Admin keeps the layout and weights each skip by omega_i, profiled once"
 
-    def blocked(self, case: Case) -> str | None:
-        if postln_blocks(case):
-            return None
-        return (
-            "no Post-LN transformer block is known in the body (known: the zoo's PostLNBlock, Hugging Face BertLayer)"
-        )
-
-    def apply(self, model: nn.Module, case: Case) -> nn.Module:
-        blocks = postln_blocks(case)
-        if not blocks:
-            raise InputError(f"{self.name}: {self.blocked(case)}")
+    def treat(self, model: nn.Module, case: Case, blocks: list[BlockInfo]) -> nn.Module:
         omegas = profile_omegas(case, blocks)
         new, copies = treated_copy(model, blocks)
         for k, (path, block) in enumerate(copies):
@@ -131,6 +109,3 @@ class Admin(Treatment):
             return {}
         omegas = profile_omegas(case, blocks)
         return {"sublayers": float(len(omegas)), "omega_first": omegas[0], "omega_last": omegas[-1]}
-
-    def kept(self, before: Report, after: Report) -> bool:
-        return gradient_within_e(after)

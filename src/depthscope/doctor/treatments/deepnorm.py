@@ -25,17 +25,16 @@ from torch import nn
 
 from depthscope._errors import InputError
 from depthscope.doctor._blocks import DeepNormSum
-from depthscope.doctor._structure import replace_module, treated_copy
-from depthscope.doctor._treatment import Case, Treatment
-from depthscope.doctor.treatments._common import generator, gradient_within_e
+from depthscope.doctor._structure import BlockInfo, replace_module, treated_copy
+from depthscope.doctor._treatment import Case
+from depthscope.doctor.treatments._common import generator
 from depthscope.doctor.treatments._transformers import (
-    LN_KINDS,
+    PostLNTreatment,
     bert_sublayers,
     is_zoo_block,
     postln_blocks,
     zoo_sibling,
 )
-from depthscope.probing import Report
 from depthscope.zoo import transformer as zoo_transformer
 
 # Wang et al. 2022, Table 1, encoder-decoder row: alpha_enc = 0.81 (N^4 M)^(1/16),
@@ -64,38 +63,19 @@ def encoder_decoder_constants(n_encoder: int, m_decoder: int) -> dict[str, float
     }
 
 
-class DeepNorm(Treatment):
+class DeepNorm(PostLNTreatment):
     """Up-weight every Post-LN block's skip by alpha and initialise its branches at gain beta."""
 
     name = "deepnorm"
     title = "DeepNorm: LN(alpha x + G(x)) with alpha = (2N)^(1/4), branch init gain beta = (8N)^(-1/4)"
     source = "Wang, Ma, Dong, Huang, Zhang & Wei 2022, DeepNet: Scaling Transformers to 1,000 Layers"
-    treats = LN_KINDS
     preserves_function = False
-    promise = "the gradient at the body's input within a factor e of the gradient at its top"
 
-    def applies(self, case: Case) -> str | None:
-        kinds = [k for k in self.treats if case.has(k)]
-        blocks = postln_blocks(case)
-        if not kinds or not blocks:
-            return None
-        alpha, beta = deepnorm_constants(len(blocks))
-        return (
-            f"the model reads {' and '.join(kinds)} and has N = {len(blocks)} Post-LN blocks: "
-            f"LN(alpha x + G(x)) with alpha = {alpha:.3g}, branch init gain beta = {beta:.3g}"
-        )
+    def remedy(self, case: Case, targets: list[BlockInfo]) -> str:
+        alpha, beta = deepnorm_constants(len(targets))
+        return f"LN(alpha x + G(x)) with alpha = {alpha:.3g}, branch init gain beta = {beta:.3g} (N = {len(targets)})"
 
-    def blocked(self, case: Case) -> str | None:
-        if postln_blocks(case):
-            return None
-        return (
-            "no Post-LN transformer block is known in the body (known: the zoo's PostLNBlock, Hugging Face BertLayer)"
-        )
-
-    def apply(self, model: nn.Module, case: Case) -> nn.Module:
-        blocks = postln_blocks(case)
-        if not blocks:
-            raise InputError(f"{self.name}: {self.blocked(case)}")
+    def treat(self, model: nn.Module, case: Case, blocks: list[BlockInfo]) -> nn.Module:
         alpha, beta = deepnorm_constants(len(blocks))
         new, copies = treated_copy(model, blocks)
         gen = generator()
@@ -124,6 +104,3 @@ class DeepNorm(Treatment):
             return {}
         alpha, beta = deepnorm_constants(n)
         return {"N": float(n), "alpha": alpha, "beta": beta}
-
-    def kept(self, before: Report, after: Report) -> bool:
-        return gradient_within_e(after)

@@ -25,9 +25,8 @@ from torch import nn
 from depthscope._errors import InputError
 from depthscope.doctor._finding import BATCHNORM_BRANCHES, EXPLODING, VANISHING
 from depthscope.doctor._structure import BlockInfo, body_blocks, branch_layers, residual_blocks, treated_copy
-from depthscope.doctor._treatment import Case, Treatment
-from depthscope.doctor.treatments._common import stable
-from depthscope.probing import Report
+from depthscope.doctor._treatment import Case
+from depthscope.doctor.treatments._targeted import ResidualBranchTreatment
 
 # Fixup needs a branch of at least two layers: one zeroed, at least one rescaled (for m = 1 the
 # exponent -1/(2m-2) is undefined).
@@ -50,7 +49,7 @@ def _targets(case: Case) -> list[BlockInfo]:
     ]
 
 
-class Fixup(Treatment):
+class Fixup(ResidualBranchTreatment):
     """Zero each branch's last layer, shrink its other layers by L^(-1/(2m-2)), drop its norms."""
 
     name = "fixup"
@@ -58,29 +57,16 @@ class Fixup(Treatment):
     source = "Zhang, Dauphin & Ma 2019, Fixup Initialization: Residual Learning Without Normalization (ICLR)"
     treats = (BATCHNORM_BRANCHES, EXPLODING, VANISHING)
     preserves_function = False
-    promise = "the body's log gain (the blocks between stem and head) inside the stable band"
+    fits = "residual branches of known layout"
+    no_target = "no residual branch of at least two weight layers has a known layout"
 
-    def applies(self, case: Case) -> str | None:
-        kinds = [k for k in self.treats if case.has(k)]
-        targets = _targets(case)
-        if not kinds or not targets:
-            return None
-        return (
-            f"the model reads {' and '.join(kinds)} and has {len(targets)} residual branches of known layout: "
-            "Fixup makes each the identity at initialisation without normalisation"
-        )
+    def targets(self, case: Case) -> list[BlockInfo]:
+        return _targets(case)
 
-    def blocked(self, case: Case) -> str | None:
-        if _targets(case):
-            return None
-        if not residual_blocks(body_blocks(case)):
-            return "the model has no residual blocks"
-        return "no residual branch of at least two weight layers has a known layout"
+    def remedy(self, case: Case, targets: list[BlockInfo]) -> str:
+        return "Fixup makes each the identity at initialisation without normalisation"
 
-    def apply(self, model: nn.Module, case: Case) -> nn.Module:
-        targets = _targets(case)
-        if not targets:
-            raise InputError(f"{self.name}: {self.blocked(case)}")
+    def treat(self, model: nn.Module, case: Case, targets: list[BlockInfo]) -> nn.Module:
         new, copies = treated_copy(model, targets)
         with torch.no_grad():
             for info, (_, block) in zip(targets, copies):
@@ -101,6 +87,3 @@ class Fixup(Treatment):
         for m in sorted({len(b.layout.branch) for b in targets}):
             out[f"scale_m{m}"] = fixup_scale(len(targets), m)
         return out
-
-    def kept(self, before: Report, after: Report) -> bool:
-        return stable(after)

@@ -25,17 +25,15 @@ from torch import nn
 
 from depthscope._errors import InputError
 from depthscope.doctor._blocks import PreNormInput, ResidualSum
-from depthscope.doctor._structure import module_path, replace_module, treated_copy
-from depthscope.doctor._treatment import Case, Treatment
-from depthscope.doctor.treatments._common import gradient_within_e
+from depthscope.doctor._structure import BlockInfo, module_path, replace_module, treated_copy
+from depthscope.doctor._treatment import Case
 from depthscope.doctor.treatments._transformers import (
-    LN_KINDS,
+    PostLNTreatment,
     bert_sublayers,
     is_zoo_block,
     postln_blocks,
     zoo_sibling,
 )
-from depthscope.probing import Report
 from depthscope.zoo import transformer as zoo_transformer
 
 # Residual branches per transformer block: attention and feed-forward.
@@ -49,7 +47,7 @@ def residual_scale(n_blocks: int) -> float:
     return 1.0 / math.sqrt(BRANCHES_PER_BLOCK * n_blocks)
 
 
-class PreLN(Treatment):
+class PreLN(PostLNTreatment):
     """Move every Post-LN block's LayerNorms to the inputs of its branches."""
 
     name = "pre-ln"
@@ -59,31 +57,12 @@ class PreLN(Treatment):
         "Transformer Architecture (ICML); Radford, Wu, Child, Luan, Amodei & Sutskever 2019, Language "
         "Models are Unsupervised Multitask Learners (GPT-2: residual projections scaled by 1/sqrt(N))"
     )
-    treats = LN_KINDS
     preserves_function = False
-    promise = "the gradient at the body's input within a factor e of the gradient at its top"
 
-    def applies(self, case: Case) -> str | None:
-        kinds = [k for k in self.treats if case.has(k)]
-        blocks = postln_blocks(case)
-        if not kinds or not blocks:
-            return None
-        return (
-            f"the model reads {' and '.join(kinds)} and has {len(blocks)} Post-LN blocks: moving each LayerNorm "
-            "to its branch input leaves the skip path an identity"
-        )
+    def remedy(self, case: Case, targets: list[BlockInfo]) -> str:
+        return "moving each LayerNorm to its branch input leaves the skip path an identity"
 
-    def blocked(self, case: Case) -> str | None:
-        if postln_blocks(case):
-            return None
-        return (
-            "no Post-LN transformer block is known in the body (known: the zoo's PostLNBlock, Hugging Face BertLayer)"
-        )
-
-    def apply(self, model: nn.Module, case: Case) -> nn.Module:
-        blocks = postln_blocks(case)
-        if not blocks:
-            raise InputError(f"{self.name}: {self.blocked(case)}")
+    def treat(self, model: nn.Module, case: Case, blocks: list[BlockInfo]) -> nn.Module:
         scale = residual_scale(len(blocks))
         new, copies = treated_copy(model, blocks)
         final_norm = None
@@ -110,9 +89,6 @@ class PreLN(Treatment):
     def constants(self, case: Case) -> dict[str, float]:
         n = len(postln_blocks(case))
         return {"N": float(n), "residual_scale": residual_scale(n)} if n else {}
-
-    def kept(self, before: Report, after: Report) -> bool:
-        return gradient_within_e(after)
 
 
 def _add_final_norm(model: nn.Module, new: nn.Module, case: Case, like: nn.LayerNorm) -> None:

@@ -14,12 +14,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from depthscope._errors import InputError
 from depthscope.doctor._finding import BATCHNORM_BRANCHES, EXPLODING
 from depthscope.doctor._structure import BlockInfo, body_blocks, branch_norms, residual_blocks, treated_copy
-from depthscope.doctor._treatment import Case, Treatment
-from depthscope.doctor.treatments._common import stable
-from depthscope.probing import Report
+from depthscope.doctor._treatment import Case
+from depthscope.doctor.treatments._targeted import ResidualBranchTreatment
 
 # Goyal et al. 2017, Sec. 5.1: "we initialize gamma = 0 for all BN layers that sit at the end of a
 # residual block".
@@ -38,7 +36,7 @@ def _targets(case: Case) -> list[BlockInfo]:
     return out
 
 
-class ZeroGamma(Treatment):
+class ZeroGamma(ResidualBranchTreatment):
     """Zero the scale of the last BatchNorm of each residual branch."""
 
     name = "zero-gamma"
@@ -49,29 +47,18 @@ class ZeroGamma(Treatment):
     )
     treats = (BATCHNORM_BRANCHES, EXPLODING)
     preserves_function = False
-    promise = "the body's log gain (the blocks between stem and head) inside the stable band"
+    fits = "residual branches ending in a BatchNorm"
+    no_target = (
+        "no residual branch is known to end in a BatchNorm (known blocks: the zoo's, torchvision's and timm's ResNets)"
+    )
 
-    def applies(self, case: Case) -> str | None:
-        kinds = [k for k in self.treats if case.has(k)]
-        targets = _targets(case)
-        if not kinds or not targets:
-            return None
-        return (
-            f"the model reads {' and '.join(kinds)} and {len(targets)} residual branches end in a BatchNorm: "
-            "their scale gamma = 0 makes each block the identity at initialisation"
-        )
+    def targets(self, case: Case) -> list[BlockInfo]:
+        return _targets(case)
 
-    def blocked(self, case: Case) -> str | None:
-        if _targets(case):
-            return None
-        if not residual_blocks(body_blocks(case)):
-            return "the model has no residual blocks"
-        return "no residual branch is known to end in a BatchNorm (known blocks: the zoo's, torchvision's and timm's ResNets)"
+    def remedy(self, case: Case, targets: list[BlockInfo]) -> str:
+        return "their scale gamma = 0 makes each block the identity at initialisation"
 
-    def apply(self, model: nn.Module, case: Case) -> nn.Module:
-        targets = _targets(case)
-        if not targets:
-            raise InputError(f"{self.name}: {self.blocked(case)}")
+    def treat(self, model: nn.Module, case: Case, targets: list[BlockInfo]) -> nn.Module:
         new, copies = treated_copy(model, targets)
         with torch.no_grad():
             for info, (_, block) in zip(targets, copies):
@@ -80,6 +67,3 @@ class ZeroGamma(Treatment):
 
     def constants(self, case: Case) -> dict[str, float]:
         return {"gamma": GAMMA, "branches": float(len(_targets(case)))}
-
-    def kept(self, before: Report, after: Report) -> bool:
-        return stable(after)
