@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -98,7 +99,7 @@ class Console:
 
     def _print(self, text: str, style: str | None = None) -> None:
         if self._rich is not None:
-            self._rich.print(text, style=style, markup=False, highlight=False, soft_wrap=True)
+            self._rich.print(text, style=style, markup=False, highlight=False)
         else:
             print(text, file=sys.stderr)
 
@@ -107,21 +108,26 @@ class Console:
         if now - self._last < CONSOLE_INTERVAL_S:
             return
         self._last = now
-        self._print(summary_line(r, self.blocks))
+        width = self._rich.width if self._rich is not None else shutil.get_terminal_size().columns
+        self._print(summary_line(r, self.blocks, width))
 
     def alert(self, a: Alert) -> None:
         self._print(f"depthscope alert: {a.message}", style="bold red" if a.kind == "nonfinite" else "yellow")
 
 
-def summary_line(r: StepRecord, blocks: tuple[str, ...]) -> str:
-    """``step 120  loss 0.412  grad |first| 3.1e-04 |last| 2.2e-02  end-to-end 0.014  weakest blocks.0``."""
-    g = [v for v in r.grad_norm if not math.isnan(v)]
+def summary_line(r: StepRecord, blocks: tuple[str, ...], width: int | None = None) -> str:
+    """``depthscope step 120  loss 0.412  grad |blocks.0| 3.1e-04 |blocks.29| 2.2e-02  end-to-end
+    0.014  weakest blocks.0``, fitted to ``width`` columns (None: whole): the weakest block, then
+    the loss are left out first, and what still does not fit is cut with an ellipsis."""
+    head = f"depthscope step {r.step}"
+    loss = f"  loss {r.loss:.4g}" if math.isfinite(r.loss) else ""
+    grads = f"  grad |{blocks[0]}| {r.grad_norm[0]:.2e} |{blocks[-1]}| {r.grad_norm[-1]:.2e}"
+    e2e = f"  end-to-end {r.end_to_end:.3g}"
     weakest = ""
-    if g:
+    if any(not math.isnan(v) for v in r.grad_norm):
         k = min(range(len(r.grad_norm)), key=lambda i: math.inf if math.isnan(r.grad_norm[i]) else r.grad_norm[i])
         weakest = f"  weakest {blocks[k]}"
-    loss = f"  loss {r.loss:.4g}" if math.isfinite(r.loss) else ""
-    return (
-        f"depthscope step {r.step}{loss}  grad |{blocks[0]}| {r.grad_norm[0]:.2e} "
-        f"|{blocks[-1]}| {r.grad_norm[-1]:.2e}  end-to-end {r.end_to_end:.3g}{weakest}"
-    )
+    for line in (head + loss + grads + e2e + weakest, head + loss + grads + e2e, head + grads + e2e):
+        if width is None or len(line) <= width:
+            return line
+    return line[: max(1, width - 1)] + "…"
