@@ -118,7 +118,8 @@ class Console:
 def summary_line(r: StepRecord, blocks: tuple[str, ...], width: int | None = None) -> str:
     """``depthscope step 120  loss 0.412  grad |blocks.0| 3.1e-04 |blocks.29| 2.2e-02  end-to-end
     0.014  weakest blocks.0``, fitted to ``width`` columns (None: whole): the weakest block, then
-    the loss are left out first, and what still does not fit is cut with an ellipsis."""
+    the loss are left out first, then the labels shortened; what still does not fit is cut with an
+    ellipsis."""
     head = f"depthscope step {r.step}"
     loss = f"  loss {r.loss:.4g}" if math.isfinite(r.loss) else ""
     grads = f"  grad |{blocks[0]}| {r.grad_norm[0]:.2e} |{blocks[-1]}| {r.grad_norm[-1]:.2e}"
@@ -127,7 +128,11 @@ def summary_line(r: StepRecord, blocks: tuple[str, ...], width: int | None = Non
     if any(not math.isnan(v) for v in r.grad_norm):
         k = min(range(len(r.grad_norm)), key=lambda i: math.inf if math.isnan(r.grad_norm[i]) else r.grad_norm[i])
         weakest = f"  weakest {blocks[k]}"
-    for line in (head + loss + grads + e2e + weakest, head + loss + grads + e2e, head + grads + e2e):
+    compact = (
+        f"depthscope {r.step}  |{blocks[0]}| {r.grad_norm[0]:.1e} |{blocks[-1]}| {r.grad_norm[-1]:.1e}"
+        f"  e2e {r.end_to_end:.2g}"
+    )
+    for line in (head + loss + grads + e2e + weakest, head + loss + grads + e2e, head + grads + e2e, compact):
         if width is None or len(line) <= width:
             return line
     return line[: max(1, width - 1)] + "…"
