@@ -50,8 +50,9 @@ def test_vanishing_names_where_the_gain_leaves_the_band():
     first = next(j for j, c in enumerate(cum) if c < -VERDICT_LOG_GAIN)
     assert f.evidence["first_step"] == names[first]
     assert f.steps[0] == names[first] and set(f.steps) <= set(names)
-    assert f.evidence["log_gain"] == report.log_gain and f.severity == pytest.approx(
-        -report.log_gain / VERDICT_LOG_GAIN
+    assert f.evidence["judged"] == "across the body"  # the body's gain: what the treatments change
+    assert f.evidence["log_gain"] == report.body_log_gain and f.severity == pytest.approx(
+        -report.body_log_gain / VERDICT_LOG_GAIN
     )
     assert "exploding" not in found
 
@@ -227,3 +228,36 @@ def test_postln_structure_is_detected_in_the_zoo_transformers(name, post):
     acts = activity(chain, x)
     marked = [s.name for s, a in zip(chain.steps, acts) if a.postln]
     assert marked == (["blocks.0", "blocks.1", "blocks.2"] if post else [])
+
+
+def test_a_head_alone_is_a_bottleneck_not_a_depth_problem():
+    # A Llama at initialisation: its four layers are stable (body log gain +0.65), its final RMSNorm
+    # rescales their small output by e^+3.1, so the end-to-end verdict reads "exploding". The
+    # doctor reports the head as a bottleneck and prescribes nothing for the depth.
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(
+        vocab_size=200,
+        hidden_size=64,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=128,
+    )
+    model = transformers.LlamaModel(cfg).eval()
+    ids = torch.randint(0, 200, (2, 16), generator=torch.Generator().manual_seed(0))
+    dx = ds.diagnose(model, ids)
+    assert dx.report.verdict == "exploding" and dx.report.body_verdict == "stable"
+    kinds = {f.kind for f in dx.findings}
+    assert "exploding" not in kinds and "bottleneck" in kinds
+    assert [f for f in dx.findings if f.kind == "bottleneck"][0].steps == ("head",)
+    assert not [p for p in dx.prescriptions if p.blocked is None]
+    # Even told the model explodes, the plain-stack treatments refuse its layers: their skip
+    # connections could not be measured (the layers need their position embeddings), so they are
+    # not known to be plain.
+    case = ds.doctor.Case(
+        dx.report, (ds.doctor.Finding("exploding", ()),), ds.Chain.from_module(model, None, example=ids), ids
+    )
+    for name in ("spectral-rescale", "criticality"):
+        treatment = ds.doctor.get_treatment(name)
+        assert treatment.applies(case) is None and treatment.blocked(case) is not None

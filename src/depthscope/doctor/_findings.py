@@ -192,12 +192,16 @@ def activity(chain: Chain, x: torch.Tensor) -> list[StepActivity]:
 def _ends(report: Report) -> tuple[str, float, str] | None:
     """(verdict, log gain, what) that the vanishing/exploding finding judges, or None when stable.
 
-    The end-to-end verdict, unless it is stable (or infinite because of an exactly zero step, a
-    zero-initialised head) while the body's is not: then the body's."""
+    The body's verdict where the report has a body: depth is what the treatments change, and a
+    stem or head alone (a Llama's final RMSNorm rescales its stable body's output by e^+3.1 at
+    initialisation) is reported as a bottleneck instead. The end-to-end verdict where there is no
+    body, unless it is infinite because of an exactly zero step (a zero-initialised head)."""
+    if report.body_verdict is not None and report.body_log_gain is not None:
+        if report.body_verdict == STABLE:
+            return None
+        return report.body_verdict, report.body_log_gain, "across the body"
     if report.verdict != STABLE and not report.zero_steps:
         return report.verdict, report.log_gain, "end to end"
-    if report.body_verdict not in (None, STABLE) and report.body_log_gain is not None:
-        return report.body_verdict, report.body_log_gain, "across the body"
     return None
 
 
@@ -333,14 +337,14 @@ def _bn_branches(report: Report, acts: list[StepActivity]) -> list[Finding]:
         f"initialisation each multiplies the gain by e^{per_step:+.2f}, e^{log_gain:+.1f} across the body"
     )
     evidence = {
-        "log_gain": judged[1],
+        "log_gain": report.log_gain,  # end to end
         "body_log_gain": log_gain,
         "band": VERDICT_LOG_GAIN,
         "branch_steps": len(branch),
         "body_steps": len(rows),
         "log_gain_per_step": per_step,
     }
-    return [Finding(BATCHNORM_BRANCHES, tuple(branch), evidence, max(log_gain, judged[1]) / VERDICT_LOG_GAIN, summary)]
+    return [Finding(BATCHNORM_BRANCHES, tuple(branch), evidence, log_gain / VERDICT_LOG_GAIN, summary)]
 
 
 def _ill_conditioned(report: Report) -> list[Finding]:

@@ -212,6 +212,12 @@ def plain_blocks(blocks: Iterable[BlockInfo]) -> list[BlockInfo]:
     return [b for b in blocks if b.shape_preserving and b.skip is False]
 
 
+def is_plain_stack(blocks: list[BlockInfo]) -> bool:
+    """Every block is known to have no skip connection (a block whose skip could not be measured,
+    such as a transformer layer that needs its position embeddings, does not count as plain)."""
+    return bool(blocks) and all(b.skip is False for b in blocks)
+
+
 def residual_blocks(blocks: Iterable[BlockInfo]) -> list[BlockInfo]:
     """The blocks with a skip connection."""
     return [b for b in blocks if b.skip]

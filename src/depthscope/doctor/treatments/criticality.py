@@ -32,7 +32,7 @@ from depthscope.doctor._structure import (
     activation_name,
     activation_of,
     body_blocks,
-    residual_blocks,
+    is_plain_stack,
     treated_copy,
     weight_layers,
 )
@@ -88,7 +88,7 @@ class Criticality(Treatment):
     def applies(self, case: Case) -> str | None:
         kinds = [k for k in (VANISHING, EXPLODING, SATURATION) if case.has(k)]
         blocks = body_blocks(case)
-        if not kinds or not blocks or residual_blocks(blocks):
+        if not kinds or not is_plain_stack(blocks):
             return None
         try:
             found = _critical(case)

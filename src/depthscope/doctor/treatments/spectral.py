@@ -37,7 +37,7 @@ from depthscope.doctor._structure import (
     ZOO_LINEAR,
     activation_of,
     body_blocks,
-    residual_blocks,
+    is_plain_stack,
     treated_copy,
     weight_layers,
 )
@@ -69,7 +69,7 @@ def _rms_row_norm(w: torch.Tensor) -> float:
 
 def _plain(case: Case) -> bool:
     blocks = body_blocks(case)
-    return bool(blocks) and not residual_blocks(blocks) and any(weight_layers(b.module) for b in blocks)
+    return is_plain_stack(blocks) and any(weight_layers(b.module) for b in blocks)
 
 
 def critical_gain(case: Case) -> float | None:
@@ -112,7 +112,7 @@ class SpectralRescale(Treatment):
 
     def blocked(self, case: Case) -> str | None:
         if not _plain(case):
-            return "the body is not a plain stack of weight layers (it has residual blocks, or no weights)"
+            return "the body is not known to be a plain stack of weight layers (it has residual or unrecognised blocks, or no weights)"
         if critical_gain(case) is None:
             return "the body's activation is not linear or ReLU (see criticality or desaturate)"
         return None
@@ -200,7 +200,7 @@ class Desaturate(Treatment):
 
     def blocked(self, case: Case) -> str | None:
         if not _plain(case):
-            return "the body is not a plain stack of weight layers (it has residual blocks, or no weights)"
+            return "the body is not known to be a plain stack of weight layers (it has residual or unrecognised blocks, or no weights)"
         if self._activation(case) is None:
             return "the body's activation is not a saturating tanh or sigmoid"
         return None
