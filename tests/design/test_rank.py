@@ -100,3 +100,5 @@ def test_bad_input():
         rank({}, torch.randn(3, 4))
     with pytest.raises(ds.InputError, match="at least 2 examples"):
         rank([ds.create_model("resnet_mlp", depth=2, width=4)], torch.randn(1, 4))
+    with pytest.raises(ds.InputError, match=r"not modules: 'b' \(int\)"):
+        rank({"a": ds.create_model("resnet_mlp", depth=2, width=4), "b": 3}, torch.randn(3, 4))

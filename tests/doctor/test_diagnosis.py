@@ -74,6 +74,8 @@ def test_healthy_model_gets_nothing():
     assert "healthy" in str(dx)
     with pytest.raises(InputError, match="nothing to treat"):
         dx.apply(model)
+    with pytest.raises(UnknownTreatmentError, match="unknown treatment 'no-such'"):
+        dx.apply(model, "no-such")  # a misspelt name is named even when nothing needs treating
     assert dx.to_dict()["healthy"] is True
 
 

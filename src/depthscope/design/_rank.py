@@ -154,6 +154,9 @@ def rank(
         candidates = {f"{type(m).__name__}#{i}": m for i, m in enumerate(candidates)}
     if not candidates:
         raise InputError("rank needs at least one candidate")
+    wrong = [f"{name!r} ({type(m).__name__})" for name, m in candidates.items() if not isinstance(m, nn.Module)]
+    if wrong:
+        raise InputError(f"rank takes nn.Module candidates; not modules: {', '.join(wrong)}")
     if x.shape[0] < 2:
         raise InputError(f"rank needs a batch of at least 2 examples, got {x.shape[0]}")
     out = []

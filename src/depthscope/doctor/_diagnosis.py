@@ -158,6 +158,8 @@ class Diagnosis:
                 prescription is blocked.
             UnknownTreatmentError: no treatment is registered as ``name`` (lists the names).
         """
+        if name is not None:
+            get_treatment(name)  # an unknown name is named first, with the registered ones
         case = self._check_model(model)
         if name is None:
             return self.best(model)[1]
