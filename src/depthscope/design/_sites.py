@@ -20,7 +20,7 @@ from torch import nn
 
 from depthscope._errors import ChainError, InputError
 from depthscope.chain import Chain, ChainModule
-from depthscope.doctor import layout_of, measured_skip
+from depthscope.doctor import module_path, skip_of
 
 # Examples drawn from a zoo model's ``example_input`` when no input is given; a handful is enough
 # to find the blocks and their shapes.
@@ -100,24 +100,6 @@ def model_input(model: nn.Module, x: torch.Tensor | None, seed: int = 0) -> torc
     )
 
 
-def module_path(model: nn.Module, module: nn.Module) -> str:
-    """The dotted path of ``module`` in ``model``, by identity ("" for the model itself)."""
-    for name, m in model.named_modules(remove_duplicate=False):
-        if m is module:
-            return name
-    raise ChainError(f"a {type(module).__name__} step is not a submodule of the {type(model).__name__}")
-
-
-def _skip(module: nn.Module, in_shape: tuple[int, ...]) -> bool | None:
-    """Whether the block has a skip connection: from the doctor's table of known blocks, else measured
-    by the doctor (a zero-weight copy that returns its input). A block without parameters (an
-    activation, a pooling) is no residual block, though a ReLU returns its non-negative input."""
-    if next(module.parameters(), None) is None:
-        return False
-    layout = layout_of(module)
-    return layout.skip if layout is not None else measured_skip(module, in_shape)
-
-
 @torch.no_grad()
 def layout(model: nn.Module, x: torch.Tensor) -> Layout:
     """The chain of an eval-mode copy of ``model`` at ``x`` (B, *S_0), its states and its blocks (every
@@ -139,7 +121,7 @@ def layout(model: nn.Module, x: torch.Tensor) -> Layout:
                 module_path(model, step.module),
                 in_shape,
                 out_shape,
-                _skip(step.module, in_shape),
+                skip_of(step.module, in_shape),
             )
         )
     return Layout(chain, states, sites)

@@ -16,7 +16,12 @@ from depthscope.doctor._diagnosis import Diagnosis, DoctorWarning, Prescription,
 from depthscope.doctor._finding import KINDS, Finding
 from depthscope.doctor._meanfield import MeanField, critical_sigma_w, meanfield
 from depthscope.doctor._registry import UnknownTreatmentError, get_treatment, list_treatments, register_treatment
-from depthscope.doctor._structure import layout_of, measured_skip  # the design tools tell residual blocks apart
+from depthscope.doctor._structure import (  # the design tools find and edit blocks with these
+    layout_of,
+    measured_skip,
+    module_path,
+    skip_of,
+)
 from depthscope.doctor._text import step_ranges
 from depthscope.doctor._treatment import Case, Treatment
 from depthscope.doctor._verify import Training, TrainTask, Verification, digits_task, gradient_log_ratio, verify
@@ -36,6 +41,8 @@ __all__ = [
     "register_treatment",
     "layout_of",
     "measured_skip",
+    "module_path",
+    "skip_of",
     "Diagnosis",
     "DoctorWarning",
     "Prescription",

@@ -159,6 +159,13 @@ def _measure_skip(module: nn.Module, in_shape: tuple[int, ...]) -> bool | None:
     return bool(torch.allclose(y, x, rtol=0.0, atol=SKIP_ATOL))
 
 
+def skip_of(module: nn.Module, in_shape: tuple[int, ...]) -> bool | None:
+    """Whether the block ``module`` (per-example input shape ``in_shape``) has a skip connection:
+    from the table of known layouts, else measured (`measured_skip`); None if it cannot be told."""
+    layout = layout_of(module)
+    return layout.skip if layout is not None else measured_skip(module, in_shape)
+
+
 @dataclass(frozen=True)
 class BlockInfo:
     """One body block of a case.
@@ -202,8 +209,7 @@ def body_blocks(case: Case) -> list[BlockInfo]:
             continue
         in_shape, out_shape = tuple(row.in_shape), tuple(row.out_shape)
         layout = layout_of(step.module)
-        skip = layout.skip if layout is not None else measured_skip(step.module, in_shape)
-        out.append(BlockInfo(step.name, k, step.module, in_shape, out_shape, layout, skip))
+        out.append(BlockInfo(step.name, k, step.module, in_shape, out_shape, layout, skip_of(step.module, in_shape)))
     return out
 
 

@@ -4,10 +4,11 @@ dimensions, global average pooling, concatenation and stacking.
 Each rule has the signature of `rules.Rule` and returns a `Linearization`. The tangent goes through
 the same call with its dimensions shifted by the leading tangent dimension P; the cotangent through
 the adjoint: a broadcast (divided by the count for a mean) or a split. These calls are linear, so
-the recorded input does not enter. They used to go through `generic.generic_rule`, whose vmapped
-functorch jvp per replay cost a Llama layer (an RMSNorm mean and two rotary concatenations) about
-40% of its replay time. Forms these rules do not cover (named dimensions, pooling to sizes other
-than 1, ragged concatenations) still go to the generic rule.
+the recorded input does not enter. They used to go through `generic.generic_rule`, a vmapped
+functorch jvp per replay; with these rules a Llama probe (an RMSNorm mean and two rotary
+concatenations per layer) fell from 43.0 to 26.1 forward+backward passes with sigma_min=False
+(benchmarks/probe_real_models.py). Forms these rules do not cover (named dimensions, pooling to
+sizes other than 1, ragged concatenations) still go to the generic rule.
 """
 
 from __future__ import annotations
