@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from scipy.stats import kendalltau
 from torch import nn
 
 from depthscope._errors import InputError, check_seed
@@ -108,6 +107,10 @@ class Ranking:
 def _tau(pairs: list[tuple[float, float]]) -> dict[str, float | int]:
     if len(pairs) < 2 or len({p[0] for p in pairs}) < 2 or len({p[1] for p in pairs}) < 2:
         return {"tau": float("nan"), "p": float("nan"), "n": len(pairs)}
+    # Imported here: scipy.stats costs ~0.3 s, a sixth of `import depthscope`, for one call made
+    # only when accuracies are given.
+    from scipy.stats import kendalltau
+
     res = kendalltau([p[0] for p in pairs], [p[1] for p in pairs])
     return {"tau": float(res.statistic), "p": float(res.pvalue), "n": len(pairs)}
 
