@@ -104,6 +104,8 @@ def test_the_end_to_end_gain_is_the_masked_models():
     J = J.detach().reshape(2, n, 2, n)
     expect = sum(float(torch.log(J[b, :, b].norm() / n**0.5)) for b in range(2)) / 2
     assert report.blocks[-1].cum_log_rms == pytest.approx(expect, abs=ORACLE_ATOL)
+    assert report.settings["attention_mask"] is True  # the report says how it was measured
+    assert ds.probe(model, ids, lyapunov=0, sigma_min=False).settings["attention_mask"] is False
 
 
 def test_a_mask_of_the_wrong_shape_names_both_shapes():

@@ -165,12 +165,10 @@ def probe(
     with _eval_mode(modules):
         chain = _as_chain(model, x, blocks, attention_mask)
         with _eval_mode(chain.modules() if not modules else []):
-            report = _probe_chain(chain, x, opts)
-    report.settings["attention_mask"] = attention_mask is not None  # the chain was bound to one
-    return report
+            return _probe_chain(chain, x, opts, masked=attention_mask is not None)
 
 
-def _probe_chain(chain: Chain, x: torch.Tensor, opts: ProbeOptions) -> Report:
+def _probe_chain(chain: Chain, x: torch.Tensor, opts: ProbeOptions, masked: bool = False) -> Report:
     """Linearise ``chain`` at ``x``, fix the number of Lyapunov exponents, and run the stages."""
     gen = torch.Generator().manual_seed(opts.seed)
     lin = LinearizedChain(chain, x)
@@ -182,7 +180,7 @@ def _probe_chain(chain: Chain, x: torch.Tensor, opts: ProbeOptions) -> Report:
         cumulative = measure_cumulative(lin, opts, local.ops, gen)
         grads = measure_gradients(lin, opts, local.ops, cumulative, gen)
         judgement = judge(chain, lin, opts, local, grads, gen)
-    return _assemble(chain, lin, opts, local, grads, judgement)
+    return _assemble(chain, lin, opts, local, grads, judgement, masked)
 
 
 def _lyapunov_count(lin: LinearizedChain, asked: int | None) -> int:
@@ -203,7 +201,13 @@ def _lyapunov_count(lin: LinearizedChain, asked: int | None) -> int:
 
 
 def _assemble(
-    chain: Chain, lin: LinearizedChain, opts: ProbeOptions, local: Local, grads: Gradients, judgement: Judgement
+    chain: Chain,
+    lin: LinearizedChain,
+    opts: ProbeOptions,
+    local: Local,
+    grads: Gradients,
+    judgement: Judgement,
+    masked: bool,
 ) -> Report:
     """The `Report`: one `BlockStats` per step, each field measured as its quantity declares
     (`QUANTITIES`) from the step's `StepRecord`; the settings that say how it was measured."""
@@ -240,6 +244,7 @@ def _assemble(
         batch=lin.batch,
         dtype=str(dtype).replace("torch.", ""),
         skipped_prefix=[s.name for s in chain.steps[: lin.start]],
+        attention_mask=masked,  # the chain was bound to an attention mask
         loss="custom" if opts.loss is not None else "random-projection",
         verdict_log_gain=VERDICT_LOG_GAIN,
         local_route_model=_routes.MODEL_DESCRIPTION,
