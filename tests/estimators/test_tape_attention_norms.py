@@ -6,9 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from tests.estimators.tape_layers import assert_tape_matches_jacrev
 from torch import nn
-from torch.func import jacrev
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from depthscope.estimators._tape import record
 
@@ -134,31 +133,10 @@ CASES = [
 ]
 
 
-def _exact(fn, x):
-    """Per-example Jacobian (B, n_out, n_in) of a batch-preserving function."""
-    one = lambda z: fn(z.unsqueeze(0)).squeeze(0)  # noqa: E731
-    with sdpa_kernel([SDPBackend.MATH]):
-        J = torch.func.vmap(jacrev(one))(x)
-    return J.reshape(x.shape[0], -1, x[0].numel())
-
-
 @pytest.mark.parametrize("name,shape,fn", CASES, ids=[c[0] for c in CASES])
 def test_rule_matches_jacrev(name, shape, fn, gen):
     x = torch.randn(2, *shape, dtype=D, generator=gen)
-    y, tape, reason = record(fn, x.clone().requires_grad_(True))
-    assert tape is not None, reason
-    assert torch.allclose(y.detach(), fn(x))
-    J = _exact(fn, x)
-    B, m, n = J.shape
-    P = 4
-    v = torch.randn(P, *x.shape, dtype=D, generator=gen)
-    u = torch.randn(P, *y.shape, dtype=D, generator=gen)
-    v0, u0 = v.clone(), u.clone()
-    jv = tape.jvp(v).reshape(P, B, m)
-    jtu = tape.vjp(u).reshape(P, B, n)
-    assert torch.equal(v, v0) and torch.equal(u, u0)
-    assert torch.allclose(jv, torch.einsum("bmn,pbn->pbm", J, v.reshape(P, B, n)), atol=ATOL, rtol=RTOL)
-    assert torch.allclose(jtu, torch.einsum("bmn,pbm->pbn", J, u.reshape(P, B, m)), atol=ATOL, rtol=RTOL)
+    assert_tape_matches_jacrev(fn, x, gen, probes=4, atol=ATOL, rtol=RTOL)
 
 
 @pytest.mark.parametrize(

@@ -6,9 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from tests.estimators.tape_layers import conv3x3, eval_batchnorm
+from tests.estimators.tape_layers import assert_tape_matches_jacrev, conv3x3, eval_batchnorm
 from torch import nn
-from torch.func import jacrev
 
 from depthscope.estimators._tape import record
 
@@ -102,30 +101,10 @@ CASES = [
 ]
 
 
-def _exact(fn, x):
-    """Per-example Jacobian (B, n_out, n_in) of a batch-preserving function."""
-    one = lambda z: fn(z.unsqueeze(0)).squeeze(0)  # noqa: E731
-    J = torch.func.vmap(jacrev(one))(x)
-    return J.reshape(x.shape[0], -1, x[0].numel())
-
-
 @pytest.mark.parametrize("name,shape,fn", CASES, ids=[c[0] for c in CASES])
 def test_tape_matches_jacrev(name, shape, fn, gen):
     x = torch.randn(2, *shape, dtype=D, generator=gen)
-    y, tape, reason = record(fn, x.clone().requires_grad_(True))
-    assert tape is not None, reason
-    assert torch.allclose(y.detach(), fn(x))  # recording does not change the function
-    J = _exact(fn, x)  # (B, m, n)
-    B, m, n = J.shape
-    P = 5
-    v = torch.randn(P, *x.shape, dtype=D, generator=gen)
-    u = torch.randn(P, *y.shape, dtype=D, generator=gen)
-    v0, u0 = v.clone(), u.clone()
-    jv = tape.jvp(v).reshape(P, B, m)
-    jtu = tape.vjp(u).reshape(P, B, n)
-    assert torch.equal(v, v0) and torch.equal(u, u0)  # the caller's tangents are never overwritten
-    assert torch.allclose(jv, torch.einsum("bmn,pbn->pbm", J, v.reshape(P, B, n)), atol=1e-12, rtol=1e-10)
-    assert torch.allclose(jtu, torch.einsum("bmn,pbm->pbn", J, u.reshape(P, B, m)), atol=1e-12, rtol=1e-10)
+    assert_tape_matches_jacrev(fn, x, gen, probes=5, atol=1e-12, rtol=1e-10)
 
 
 @pytest.mark.parametrize(
