@@ -55,9 +55,9 @@ SATURATED_Q_STAR = 9.0
 BOUNDED = ("sigmoid", "tanh")
 
 
-# The mean-field numbers at criticality by (activation class, slope): a root search costs up to
+# The mean-field numbers at criticality by activation (class and parameters): a root search costs up to
 # ~0.4 s (tanh) and applies, apply and constants each need the same answer.
-_CRITICAL: dict[tuple[type, float | None], MeanField] = {}
+_CRITICAL: dict[tuple[type, str], MeanField] = {}
 
 
 def _critical(case: Case) -> tuple[nn.Module, MeanField] | None:
@@ -65,7 +65,7 @@ def _critical(case: Case) -> tuple[nn.Module, MeanField] | None:
     act = activation_of(body_blocks(case))
     if act is None:
         return None
-    key = (type(act), getattr(act, "slope", None))
+    key = (type(act), repr(act))  # repr carries the parameters (a slope, a negative slope)
     if key not in _CRITICAL:
         _CRITICAL[key] = meanfield(act, critical_sigma_w(act, SIGMA_B), SIGMA_B)
     return act, _CRITICAL[key]
