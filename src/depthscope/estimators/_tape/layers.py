@@ -43,62 +43,65 @@ def conv_rule(func, args, kwargs, out, tracked, ids) -> Linearization:
     return _conv_linearization(func, weight.detach(), int_list(padding, d), stride, dilation, groups, x.shape)
 
 
-def _conv_linearization(func, weight, padding, stride, dilation, groups, in_shape) -> Linearization:
-    """A convolution without bias; its ``rescale(s)`` is the convolution with weight * s (a
-    following per-channel scale folded in, see `fusion.fuse_scales`).
+def _conv_linearization(func, weight, padding, stride, dilation, groups, in_shape, scale=None) -> Linearization:
+    """A convolution without bias, its weight times ``scale: (C_out,)`` where given; its
+    ``rescale(s)`` is the convolution with weight * s (a following per-channel scale folded in, see
+    `fusion.fuse_scales`).
 
     2-d convolutions run channels-last: on a CPU, oneDNN's channels-last kernels are 1.1-1.5x faster
     than NCHW ones for the small images of CIFAR-style nets (16 tangents at 16-64 channels,
-    benchmarks/tape_vs_autograd.py).
+    benchmarks/tape_vs_autograd.py). The scaled weight is written in that layout in one pass at the
+    first product, not when recorded: reordering a 512-channel 3x3 weight took 2 ms, and scaling it
+    then reordering the product took 3 ms, summed over resnet18's convolutions a tenth of a probe.
+    J^T u is ``convolution_backward`` for every stride; the convolution with the flipped kernel was
+    at most 1.14x faster on one tangent and its kernel took 3-7 ms to build at 512 channels
+    (benchmarks/probe_parts.py).
     """
     d = weight.ndim - 2
     fmt = channels_last(weight.ndim)
-    weight = weight.contiguous(memory_format=fmt)
+    laid_out: list[Tensor] = []
+
+    def w() -> Tensor:
+        if not laid_out:
+            if scale is None and weight.is_contiguous(memory_format=fmt):
+                laid_out.append(weight)
+            else:
+                out = torch.empty_like(weight, memory_format=fmt)
+                if scale is None:
+                    out.copy_(weight)
+                else:
+                    torch.mul(weight, scale.reshape(-1, *([1] * (weight.ndim - 1))), out=out)
+                laid_out.append(out)
+        return laid_out[0]
 
     def jvp(ts):
         v = ts[0]
-        y = func(v.flatten(0, 1).contiguous(memory_format=fmt), weight, None, stride, padding, dilation, groups)
+        y = func(v.flatten(0, 1).contiguous(memory_format=fmt), w(), None, stride, padding, dilation, groups)
         return y.unflatten(0, v.shape[:2])
 
-    if all(st == 1 for st in stride) and all(
-        dl * (k - 1) >= p for dl, k, p in zip(dilation, weight.shape[2:], padding)
-    ):
-        # A stride-1 convolution's transpose is the convolution with the kernel flipped and its
-        # channel axes swapped (per group), padded by dilation (k - 1) - padding: one forward
-        # convolution, 1.0-1.3x faster than convolution_backward on one tangent
-        # (benchmarks/probe_parts.py).
-        pad_t = [dl * (k - 1) - p for dl, k, p in zip(dilation, weight.shape[2:], padding)]
-        flipped: list[Tensor] = []  # built at the first use: a conv -> BN pair is rebuilt by `rescale`
+    def vjp(u):
+        P = u.shape[0]
+        like = torch.empty((P * in_shape[0], *in_shape[1:]), dtype=u.dtype, memory_format=fmt)
+        g = torch.ops.aten.convolution_backward(
+            u.flatten(0, 1).contiguous(memory_format=fmt),
+            like,
+            w(),
+            None,
+            stride,
+            padding,
+            dilation,
+            False,
+            [0] * d,
+            groups,
+            [True, False, False],
+        )[0]
+        return [g.unflatten(0, (P, in_shape[0]))]
 
-        def vjp(u):
-            if not flipped:
-                f = weight.flip(tuple(range(2, weight.ndim))).unflatten(0, (groups, weight.shape[0] // groups))
-                flipped.append(f.transpose(1, 2).flatten(0, 1).contiguous(memory_format=fmt))
-            g = func(u.flatten(0, 1).contiguous(memory_format=fmt), flipped[0], None, 1, pad_t, dilation, groups)
-            return [g.unflatten(0, u.shape[:2])]
-    else:
-
-        def vjp(u):
-            P = u.shape[0]
-            like = torch.empty((P * in_shape[0], *in_shape[1:]), dtype=u.dtype, memory_format=fmt)
-            g = torch.ops.aten.convolution_backward(
-                u.flatten(0, 1).contiguous(memory_format=fmt),
-                like,
-                weight,
-                None,
-                stride,
-                padding,
-                dilation,
-                False,
-                [0] * d,
-                groups,
-                [True, False, False],
-            )[0]
-            return [g.unflatten(0, (P, in_shape[0]))]
-
-    def rescale(scale: Tensor):
-        w = weight * scale.reshape(-1, *([1] * (weight.ndim - 1)))
-        return _conv_linearization(func, w, padding, stride, dilation, groups, in_shape)
+    def rescale(s: Tensor):
+        s = s.reshape(-1)
+        return _conv_linearization(
+            func, weight, padding, stride, dilation, groups, in_shape, s if scale is None else scale * s
+        )
 
     return Linearization(jvp, vjp, jvp_fresh=True, vjp_fresh=True, rescale=rescale)
 
