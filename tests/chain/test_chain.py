@@ -136,3 +136,106 @@ def test_torchscript_is_refused_by_name() -> None:
     scripted = torch.jit.script(Stack())
     with pytest.raises(ds.ChainError, match="Stack is a TorchScript module"):
         ds.Chain.from_module(scripted, example=torch.randn(2, 4))
+
+
+class CountingLayer(MaskedLayer):
+    def __init__(self):
+        super().__init__()
+        self.runs = 0
+
+    def forward(self, h, mask):
+        self.runs += 1
+        return super().forward(h, mask)
+
+
+def test_the_head_replays_the_blocks_instead_of_running_them() -> None:
+    torch.manual_seed(0)
+    model, x = Masked(), torch.randn(5, 3)
+    model.layers = nn.ModuleList(CountingLayer() for _ in range(3))
+    seen = []
+    model.layers[0].register_forward_hook(lambda *_: seen.append(1))
+    chain = ds.Chain.from_module(model, example=x)
+    h = torch.randn(5, 4)
+    before, hooked = [layer.runs for layer in model.layers], len(seen)
+    with torch.no_grad():
+        out = chain.steps[-1].fn(h)
+    assert [layer.runs for layer in model.layers] == before  # their forwards did not run
+    assert len(seen) == hooked + 1  # their hooks did
+    assert torch.allclose(out, model.out(torch.tanh(h)))
+    assert "forward" not in vars(model.layers[2])
+
+
+def test_the_head_restores_a_forward_set_on_the_instance() -> None:
+    torch.manual_seed(0)
+    model, x = Masked(), torch.randn(5, 3)
+    wrapped = model.layers[1].forward
+    model.layers[1].forward = lambda *a, **k: wrapped(*a, **k)  # as accelerate's hooks do
+    own = model.layers[1].forward
+    chain = ds.Chain.from_module(model, example=x)
+    chain(x)
+    assert vars(model.layers[1])["forward"] is own
+    assert torch.allclose(chain(x), model(x))
+
+
+class Noting(nn.Linear):
+    """A layer whose forward writes in a log its model reads."""
+
+    def __init__(self, log: list[int]):
+        super().__init__(4, 4)
+        self.log = log
+
+    def forward(self, x):
+        self.log.append(1)
+        return torch.tanh(super().forward(x))
+
+
+class Tally(nn.Module):
+    """Its output counts the layers that ran in the same forward: replaying the layers in the head
+    (their forwards do not run) does not reproduce it, so the head must run them."""
+
+    def __init__(self):
+        super().__init__()
+        self.log: list[int] = []
+        self.layers = nn.ModuleList(Noting(self.log) for _ in range(3))
+
+    def forward(self, x):
+        self.log.clear()
+        for layer in self.layers:
+            x = layer(x)
+        return x * len(self.log)
+
+
+def test_a_head_that_replay_cannot_reproduce_runs_the_blocks() -> None:
+    torch.manual_seed(0)
+    model, x = Tally(), torch.randn(2, 4)
+    chain = ds.Chain.from_module(model, example=x)
+    assert torch.allclose(chain(x), model(x))
+    report = ds.probe(model, x, lyapunov=0)
+    assert len(report) == 5
+
+
+class HalvesItsInput(nn.Module):
+    """A block that scales its input in place first: the state the previous block returned changes
+    after that block has run."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, h, mask):
+        h.mul_(0.5)
+        return h + mask * torch.tanh(self.lin(h))
+
+
+def test_blocks_that_update_their_input_in_place_are_checked_on_the_states_they_saw() -> None:
+    torch.manual_seed(0)
+    model, x = Masked(), torch.randn(3, 3)
+    model.layers = nn.ModuleList(HalvesItsInput() for _ in range(3))
+    chain = ds.Chain.from_module(model, example=x)
+    with torch.no_grad():
+        assert torch.allclose(chain(x), model(x))
+    # The probe's end-to-end gain is exact here (3 inputs): it matches the Jacobian of the model.
+    report = ds.probe(model, x[:1], lyapunov=0)
+    J = torch.func.jacrev(model)(x[:1]).detach().reshape(2, 3)
+    exact = float(torch.log(torch.linalg.matrix_norm(J) / 2**0.5))
+    assert len(report) == 5 and abs(report.log_gain - exact) < 1e-4

@@ -93,8 +93,9 @@ def check_steps_repeatable(
 ) -> None:
     """Raise if a step is not a pure function of its input.
 
-    ``states = [x_0, ..., x_L]`` are the outputs of one pass of ``steps``; each step is run once
-    more on its input ``states[k]`` and must return ``states[k + 1]`` (to ``REPEAT_NOISE_ULPS``);
+    ``states = [x_0, ..., x_L]`` are the states of one earlier pass (of ``steps``, or of the model
+    they were cut from); each step is run once more on its input ``states[k]`` and must return
+    ``states[k + 1]`` (to ``REPEAT_NOISE_ULPS``);
     ``fingerprints(recorded)``, the arguments each named step was recorded with, must still equal
     ``recorded_before``, taken before the first pass. Costs one forward pass of the chain.
 
