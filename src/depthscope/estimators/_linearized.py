@@ -226,6 +226,12 @@ class LinearizedChain:
         """How step k's Jacobian is applied: "tape" or "autograd" (see the module docstring)."""
         return self.routes[k]
 
+    def working_set(self, k: int, tangents: int) -> int | None:
+        """Bytes one product of step k on ``tangents`` tangents per example touches, roughly
+        (`LinearTape.working_set`); None on the autograd route, whose graph is not measured."""
+        tape = self._tape.get(k)
+        return None if tape is None else tape.working_set(tangents)
+
     # -- single steps -----------------------------------------------------------------------
     def _name(self, k: int) -> str:
         return self.chain.steps[k].name

@@ -42,6 +42,7 @@ class _Recorder(TorchFunctionMode):
         self.ops: list[Op] = []
         self.keys: list[tuple] = []
         self.failure: str | None = None
+        self.constants: dict[int, int] = {}  # storage address -> bytes of the untracked tensors read
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -59,7 +60,9 @@ class _Recorder(TorchFunctionMode):
             if arg(args, kwargs, 2, "training", True) and arg(args, kwargs, 1, "p", 0.5) > 0:
                 self.failure = "dropout in training mode"
             else:
-                self._record(ins[:1], out, Linearization(lambda ts: ts[0], lambda u: [u]), self._key(func, flat, out))
+                self._record(
+                    ins[:1], out, Linearization(lambda ts: ts[0], lambda u: [u]), self._key(func, flat, out), []
+                )
             return out
         rule = RULES.get(func)
         tracked = [i for i, a in enumerate(args) if isinstance(a, Tensor) and id(a) in self.ids]
@@ -89,7 +92,7 @@ class _Recorder(TorchFunctionMode):
         if linear is None:
             linear = self._linearise(rule, func, args, kwargs, out, tracked)
         if linear is not None:
-            self._record(ins, out, linear, self._key(func, flat, out))
+            self._record(ins, out, linear, self._key(func, flat, out), flat)
         return out
 
     def _key(self, func, flat: list, out: Tensor) -> tuple:
@@ -111,9 +114,12 @@ class _Recorder(TorchFunctionMode):
             self.failure = f"{name(func)}: {err}"
             return
         for o, linear in zip(outs, pieces):
-            self._record(ins, o, linear, self._key(func, flat, o))
+            self._record(ins, o, linear, self._key(func, flat, o), flat)
 
-    def _record(self, ins: tuple[int, ...], out: Tensor, linear: Linearization, key: tuple) -> None:
+    def _record(self, ins: tuple[int, ...], out: Tensor, linear: Linearization, key: tuple, flat: list) -> None:
+        for a in flat:  # the constants the linearisation may read: weights, statistics, masks' sources
+            if isinstance(a, Tensor) and id(a) not in self.ids and a.device.type != "meta":
+                self.constants[a.untyped_storage().data_ptr()] = a.untyped_storage().nbytes()
         idx = len(self.alive)
         self.alive.append(out)
         self.ids[id(out)] = idx
@@ -170,4 +176,8 @@ def record(fn: Callable[[Tensor], Tensor], x: Tensor) -> tuple[Tensor, LinearTap
         return y, None, "the output does not depend on the input through recorded calls"
     out_node = rec.ids[id(y)]
     ops = fuse_scales(rec.ops, out_node)
-    return y, LinearTape(x.shape, y.shape, ops, out_node, len(rec.alive), tuple(rec.keys)), None
+    node_bytes = sum(t.numel() * t.element_size() for t in rec.alive)
+    tape = LinearTape(
+        x.shape, y.shape, ops, out_node, len(rec.alive), tuple(rec.keys), sum(rec.constants.values()), node_bytes
+    )
+    return y, tape, None

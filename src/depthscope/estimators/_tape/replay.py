@@ -26,6 +26,10 @@ class LinearTape:
             arguments' shapes, dtypes and non-tensor values, and which tensors were tracked. Two
             tapes with one signature replay through the same rules on the same shapes; only the
             constants (weights, ReLU masks) differ.
+        constant_bytes: bytes of the tensors the recorded calls read besides the tracked ones
+            (weights, normalisation statistics), each storage counted once.
+        node_bytes: bytes of the recorded states (the input, every tracked intermediate): one
+            tangent pushed through the tape touches about this much per replay.
     """
 
     def __init__(
@@ -36,8 +40,11 @@ class LinearTape:
         out_node: int,
         n_nodes: int,
         signature: tuple = (),
+        constant_bytes: int = 0,
+        node_bytes: int = 0,
     ):
         self.in_shape, self.out_shape = in_shape, out_shape
+        self.constant_bytes, self.node_bytes = constant_bytes, node_bytes
         self.ops, self.out_node, self.n_nodes = ops, out_node, n_nodes
         # How many ops read each node (the output counts as read by the caller): a tangent read
         # once, and allocated by the replay itself, may be overwritten by the op that reads it.
@@ -47,6 +54,11 @@ class LinearTape:
             for i in op.ins:
                 self._uses[i] += 1
         self.signature = (tuple(in_shape), tuple(out_shape), out_node, signature)
+
+    def working_set(self, tangents: int) -> int:
+        """Bytes one replay of ``tangents`` tangents reads and writes, roughly: the constants and
+        a tangent per recorded state."""
+        return self.constant_bytes + tangents * self.node_bytes
 
     def jvp(self, v: Tensor) -> Tensor:
         """J v for tangents ``v: (P, *in_shape)``; returns ``(P, *out_shape)``."""
