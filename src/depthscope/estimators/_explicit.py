@@ -19,8 +19,8 @@ from depthscope.estimators._local import SIGMA_MIN_EXACT, SIGMA_MIN_INVERSE_LANC
 # 256 x 256 svdvals against 2.3 ms for one Lanczos run at a 1% residual, 32 ms against 28 ms for
 # eight; at 512, 27 ms against 3.9 ms, so wider steps keep Lanczos).
 EXPLICIT_SVD_MAX_DIM = 256
-# Lanczos on an explicit matrix stops at this relative residual on sigma^2. At the 1% used on the
-# matrix-free route, the identity gap of a GPT-2 block (width 512, top singular values of J - I
+# Lanczos on an explicit matrix stops at this relative residual on sigma^2. At a 1% residual (the
+# matrix-free route stops at 1.5%), the identity gap of a GPT-2 block (width 512, top singular values of J - I
 # 1.3% apart) settled 0.9% low (at 1e-3 still 0.5%: the Ritz value was converging to the second
 # value); at 1e-4 every run of ten starts on twelve matrices was within 3e-8, for 27 instead of 19
 # iterations (benchmarks/accuracy_real_models.py measures it on whole models). On the dense edge of
@@ -60,7 +60,7 @@ def _explicit_group(Jm: torch.Tensor, square: bool, exact: bool, generator: torc
     """Per-matrix statistics of ``Jm: (M, n_out, n_in)``.
 
     Norms, SVDs and LU run in float64; Lanczos matrix-vector products run in the model's dtype
-    (half the memory traffic in float32, far below the 1% Lanczos residual tolerance).
+    (half the memory traffic in float32, far below the matrix-free Lanczos residual tolerance).
     """
     J = Jm.to(torch.float64)
     M, n_out, n_in = J.shape

@@ -7,7 +7,7 @@ steps with ``sigma_min=True`` also sigma_min and ||J - I||_2) by one of two rout
 * explicit: build J_k ``(B, n_out, n_in)`` from m = min(n_in, n_out) basis tangents, then dense
   Lanczos on the matrix (plus one LU factorisation and inverse Lanczos for sigma_min);
 * matrix-free: Hutchinson probes (``probes``, more where their spread asks), then Lanczos through
-  J v and J^T u, all such steps in lockstep.
+  J v and J^T u, such steps in lockstep (in groups that fit a cache-sized budget, `lockstep_groups`).
 
 With ``method="auto"`` each step takes the route this model predicts to be faster, unless its
 explicit working set, B * n_in * n_out entries times the bytes of their copies (`explicit_bytes`),
@@ -64,7 +64,10 @@ MF_READ_S = 7.1e-9
 MF_READ_SQUARE_EXTRA = 0.82
 MF_TANGENT_S = 9.7e-11
 # Products per Lanczos channel: ~20 iterations of J v and J^T u each to the 1% residual the
-# estimators stop at (resnet_mlp and CIFAR ResNet steps, benchmarks/lanczos_accuracy.py).
+# estimators stopped at when the model was fitted (resnet_mlp and CIFAR ResNet steps). At today's
+# 1.5% residual they take 15-17 (benchmarks/lanczos_accuracy.py): the model then overestimates the
+# matrix-free route by up to a sixth where Lanczos dominates, which only keeps borderline steps on
+# the exact explicit route.
 MF_LANCZOS_PASSES = 40
 # The autograd route (double backward, `LinearizedChain`): each tangent pass costs this many tape
 # passes, and each lockstep call carries this much more overhead (fitted on the calibration's
