@@ -19,10 +19,9 @@ import warnings
 
 import torch
 
-import depthscope as ds
 import depthscope.estimators._matrix_free as local  # its Lanczos is swapped for a counting one
-from depthscope.estimators import LANCZOS_RTOL, LinearizedChain, lanczos_top_eigenvalue
-from depthscope.probing import _routes
+from _matrix_free_cases import linearized_cases, matrix_free_steps  # benchmarks/_matrix_free_cases.py
+from depthscope.estimators import LANCZOS_RTOL, lanczos_top_eigenvalue
 
 REFERENCE_RTOL = 1e-7
 REFERENCE_MAX_ITER = 300
@@ -48,30 +47,6 @@ def sigma_max(lin, ks, seed, **lanczos_kw):
     return torch.tensor([stats[k].sigma_max for k in ks], dtype=torch.float64), sum(iterations)
 
 
-def _cases():
-    yield "resnet56", lambda: (ds.create_model("resnet56"), torch.randn(1, 3, 32, 32))
-    yield "plain56", lambda: (ds.create_model("plain56"), torch.randn(1, 3, 32, 32))
-    try:
-        import timm
-        import torchvision
-        import transformers as tf
-    except ImportError as err:
-        print(f"real models skipped: {err}")
-        return
-    yield "tv resnet18 (112 px)", lambda: (torchvision.models.resnet18(weights=None), torch.randn(1, 3, 112, 112))
-    yield "tv resnet50 (64 px)", lambda: (torchvision.models.resnet50(weights=None), torch.randn(1, 3, 64, 64))
-    yield (
-        "tv mobilenet_v3_small (112 px)",
-        lambda: (torchvision.models.mobilenet_v3_small(weights=None), torch.randn(1, 3, 112, 112)),
-    )
-    yield (
-        "timm vit_tiny (64 px)",
-        lambda: (timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=64), torch.randn(1, 3, 64, 64)),
-    )
-    small = dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, intermediate_size=256)
-    yield "hf bert", lambda: (tf.BertModel(tf.BertConfig(vocab_size=1000, **small)), torch.randint(0, 1000, (1, 32)))
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rtols", nargs="+", type=float, default=sorted({0.01, LANCZOS_RTOL, 0.02}))
@@ -81,15 +56,8 @@ def main() -> None:
     torch.set_num_threads(1)
     warnings.simplefilter("ignore")
     print(f"the probe's residual: {LANCZOS_RTOL:g}; errors relative to the reference, iterations summed")
-    for name, build in _cases():
-        if args.only and not any(w in name for w in args.only):
-            continue
-        torch.manual_seed(0)
-        model, x = build()
-        lin = LinearizedChain(ds.Chain.from_module(model.eval(), example=x), x)
-        # the steps the probe's route model sends to the matrix-free route with sigma_min=False
-        routes = _routes.plan(lin, "auto", 16, False)
-        ks = [k for k, (route, _) in routes.items() if route == _routes.ROUTE_MATRIX_FREE]
+    for name, lin in linearized_cases(args.only):
+        ks = matrix_free_steps(lin, with_min=False)
         errors: dict[float, list[float]] = {r: [] for r in args.rtols}
         spent = dict.fromkeys(args.rtols, 0)
         for seed in args.seeds:

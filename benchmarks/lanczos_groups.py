@@ -19,27 +19,8 @@ import warnings
 
 import torch
 
-import depthscope as ds
 import depthscope.estimators._matrix_free as mf
-from depthscope.estimators import LinearizedChain
-from depthscope.probing import _routes
-
-
-def _cases():
-    import torchvision
-
-    yield "tv resnet18 (112 px)", lambda: (torchvision.models.resnet18(weights=None), torch.randn(1, 3, 112, 112))
-    yield "tv resnet50 (64 px)", lambda: (torchvision.models.resnet50(weights=None), torch.randn(1, 3, 64, 64))
-    yield (
-        "tv mobilenet_v3_small (112 px)",
-        lambda: (torchvision.models.mobilenet_v3_small(weights=None), torch.randn(1, 3, 112, 112)),
-    )
-    yield "resnet56 (batch 1)", lambda: (ds.create_model("resnet56"), torch.randn(1, 3, 32, 32))
-    yield "resnet56 (batch 8)", lambda: (ds.create_model("resnet56"), torch.randn(8, 3, 32, 32))
-    yield (
-        "resnet_mlp depth 64 width 256",
-        lambda: (ds.create_model("resnet_mlp", depth=64, width=256), torch.randn(1, 256)),
-    )
+from _matrix_free_cases import linearized_cases, matrix_free_steps  # benchmarks/_matrix_free_cases.py
 
 
 def main() -> None:
@@ -52,15 +33,9 @@ def main() -> None:
     default = mf.LOCKSTEP_BYTES
     budgets = {"grouped": default, "all in lockstep": 2**62, "one at a time": 0}
     print(f"one thread, CPU clock, medians of {args.rounds} interleaved rounds (range); budget {default / 2**20:g} MiB")
-    for name, build in _cases():
-        if args.only and not any(w in name for w in args.only):
-            continue
-        torch.manual_seed(0)
-        model, x = build()
-        lin = LinearizedChain(ds.Chain.from_module(model.eval(), example=x), x)
+    for name, lin in linearized_cases(args.only, batch8=True, mlp=True):
         for with_min in (False, True):
-            routes = _routes.plan(lin, "auto", 16, with_min)
-            ks = [k for k, (route, _) in routes.items() if route == _routes.ROUTE_MATRIX_FREE]
+            ks = matrix_free_steps(lin, with_min)
             times: dict[str, list[float]] = {b: [] for b in budgets}
             groups = {}
             try:
