@@ -29,11 +29,10 @@ RITZ_START_MAX_DIM = 1024
 # vectorised across them) in consecutive groups whose working sets (`LinearizedChain.working_set`)
 # add up to at most this many bytes; a step over it, or on the autograd route, runs alone. Lockstep
 # saves the per-iteration overhead of light steps, but a group whose weights and tangents pass the
-# processor's caches reloads them from memory at every iteration. Measured on six models
-# (benchmarks/lanczos_groups.py, 4-16 MiB alike): all steps in one group took 0.99-1.37x the time
-# of these groups (1.16-1.28x with sigma_min on torchvision's ResNets and MobileNet and on resnet56
-# at batch 8), one step at a time 0.96-2.05x (1.2-2x on resnet56 at batch 1, MobileNet and a
-# 64-block MLP).
+# processor's caches reloads them from memory at every iteration. Measured on eight CIFAR,
+# torchvision, timm and Hugging Face models with and without sigma_min (benchmarks/lanczos_groups.py,
+# 4-16 MiB alike): all steps in one group took 0.99-1.32x the time of these groups, one step at a
+# time 0.97-2.12x (1.1-2.1x on resnet56 at batch 1, a 64-block MLP, MobileNet, ViT and BERT).
 LOCKSTEP_BYTES = 8 * 2**20
 
 
