@@ -7,7 +7,7 @@ sends to the matrix-free route, at its default budget, with every step in one gr
 unbounded) and with every step alone (budget 0), interleaved in each round, and prints the
 medians (range) and the ratios to the default.
 
-Usage: python benchmarks/lanczos_groups.py [--rounds 5] [--only NAME ...]
+Usage: python benchmarks/lanczos_groups.py [--rounds 5] [--only NAME ...] [--also MIB ...]
 """
 
 from __future__ import annotations
@@ -27,11 +27,13 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--only", nargs="*", default=None, help="case names containing any of these words")
+    ap.add_argument("--also", nargs="*", type=float, default=[], help="other budgets to time, in MiB")
     args = ap.parse_args()
     torch.set_num_threads(1)
     warnings.simplefilter("ignore")
     default = mf.LOCKSTEP_BYTES
     budgets = {"grouped": default, "all in lockstep": 2**62, "one at a time": 0}
+    budgets.update({f"{mib:g} MiB": int(mib * 2**20) for mib in args.also})
     print(f"one thread, CPU clock, medians of {args.rounds} interleaved rounds (range); budget {default / 2**20:g} MiB")
     for name, lin in linearized_cases(args.only, batch8=True, mlp=True):
         for with_min in (False, True):
