@@ -32,9 +32,8 @@ RITZ_START_MAX_DIM = 1024
 # processor's caches reloads them from memory at every iteration. Measured on eight CIFAR,
 # torchvision, timm and Hugging Face models with and without sigma_min (benchmarks/lanczos_groups.py;
 # budgets of 4 and 16 MiB took 0.96-1.13x): all steps in one group took 0.99-1.32x the time of these
-# groups, one step at a
-# time 0.97-2.12x (1.3-2.1x on resnet56 at batch 1 and a 64-block MLP, 1.1-1.2x on MobileNet, ViT
-# and BERT without sigma_min).
+# groups, one step at a time 0.97-2.12x (1.3-2.1x on resnet56 at batch 1 and a 64-block MLP,
+# 1.1-1.2x on MobileNet, ViT and BERT without sigma_min).
 LOCKSTEP_BYTES = 8 * 2**20
 
 
