@@ -225,7 +225,7 @@ def hooked_steps(module: nn.Module, blocks: list[tuple[str, nn.Module]], example
     # blocks' outputs there do not depend on h, so they are replayed from the reference pass
     # instead of recomputed: only the stem and the tail run (a full forward of resnet18 per head
     # call before). A model whose tail reads something the blocks' forwards leave behind (a log
-    # they write) is not reproduced with the replay: the composition check below sees that, and
+    # they write) is not reproduced with the replay: the check of the steps below sees that, and
     # its head then runs the blocks.
     outputs = [calls[i][0][2] for i in range(len(blocks))]
     replay = [True]
