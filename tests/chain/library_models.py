@@ -43,16 +43,19 @@ def _image(size: int) -> tuple[int, ...]:
     return (1, 3, size, size)
 
 
+# A tiny Hugging Face text config: two layers of width HIDDEN, two heads, 16 positions.
+TINY_TEXT = dict(
+    vocab_size=VOCAB,
+    hidden_size=HIDDEN,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=2 * HIDDEN,
+    max_position_embeddings=16,
+)
+
+
 def _text_config(cls, **kw):
-    return cls(
-        vocab_size=VOCAB,
-        hidden_size=HIDDEN,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=2 * HIDDEN,
-        max_position_embeddings=16,
-        **kw,
-    )
+    return cls(**TINY_TEXT, **kw)
 
 
 def _decoder(model_cls, config_cls) -> Callable[[], nn.Module]:

@@ -7,27 +7,20 @@ import warnings
 import pytest
 import torch
 import transformers  # the hf extra, installed by README's test command: a missing one fails
+from tests.chain.library_models import HIDDEN, TINY_TEXT, VOCAB
 from torch.func import jacrev, jvp
 
 import depthscope
 from depthscope import ChainError, InputError
 from depthscope.chain import Chain
 
-VOCAB, HIDDEN, SEQ = 50, 32, 7
+SEQ = 7
 # The hooked chain re-evaluates the same float32 graph; it matches the model to rounding.
 F32_TOL = 1e-5
 
 
 def _bert(layers: int = 3, attn: str = "sdpa") -> torch.nn.Module:
-    config = transformers.BertConfig(
-        vocab_size=VOCAB,
-        hidden_size=HIDDEN,
-        num_hidden_layers=layers,
-        num_attention_heads=2,
-        intermediate_size=2 * HIDDEN,
-        max_position_embeddings=16,
-        attn_implementation=attn,
-    )
+    config = transformers.BertConfig(**{**TINY_TEXT, "num_hidden_layers": layers}, attn_implementation=attn)
     torch.manual_seed(0)
     return transformers.BertModel(config).eval()
 
@@ -158,17 +151,7 @@ def test_default_fused_attention_probes_like_eager(method):
 
 
 def _clip() -> torch.nn.Module:
-    text = dict(
-        vocab_size=VOCAB,
-        hidden_size=HIDDEN,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=2 * HIDDEN,
-        max_position_embeddings=16,
-        bos_token_id=0,
-        eos_token_id=1,
-        pad_token_id=1,
-    )
+    text = dict(TINY_TEXT, bos_token_id=0, eos_token_id=1, pad_token_id=1)
     vision = dict(
         image_size=16,
         patch_size=8,
@@ -217,15 +200,7 @@ def test_an_encoder_decoder_names_its_encoder():
 
 
 def test_a_config_that_returns_tuples_is_probed():
-    config = transformers.BertConfig(
-        vocab_size=VOCAB,
-        hidden_size=HIDDEN,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=2 * HIDDEN,
-        max_position_embeddings=16,
-        return_dict=False,
-    )
+    config = transformers.BertConfig(**TINY_TEXT, return_dict=False)
     torch.manual_seed(0)
     model = transformers.BertModel(config).eval()
     ids, mask = _batch()

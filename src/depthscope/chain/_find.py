@@ -25,7 +25,7 @@ from depthscope.chain._step import Step
 
 ADAPTERS: list[Adapter] = [HFAdapter(), *LIBRARY_ADAPTERS]
 # The generic search tries this many candidate block lists (longest first) before giving up: each
-# try costs about four forward passes of the model.
+# try costs about two forward passes of the model (the reference pass and the check of the steps).
 MAX_GENERIC_TRIES = 4
 
 
