@@ -6,7 +6,7 @@
   ``bmm``.
 * Tangent norms of float32 tangents: summed in float32 against summed in float64.
 * J^T u of a stride-1 convolution: the convolution with the flipped kernel against
-  ``convolution_backward``.
+  ``convolution_backward`` (what the tape uses), and the time to build the flipped kernel.
 * Tape replay of 16 tangents through resnet56: overwriting the intermediates the replay owns
   (masks, scales, sums in place) against allocating every result.
 
@@ -16,12 +16,14 @@ Usage: python benchmarks/probe_parts.py [--repeats 50]   (one thread, medians, C
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 
 import torch
 
 import depthscope as ds
 from _timing import median_time  # benchmarks/_timing.py
 from depthscope.estimators import LinearizedChain, as_native, rademacher
+from depthscope.estimators._tape.linearization import Op  # the tapes are rebuilt without in-place variants
 
 # resnet56 sizes: 16 probes of a 16 x 32 x 32 state; 29 Lanczos problems of 16384 entries.
 PROBES, STATE = 16, (16, 32, 32)
@@ -72,7 +74,8 @@ def main() -> None:
         median_ms(lambda: torch.linalg.vector_norm(t, dim=dims, dtype=torch.float64), args.repeats),
     )
 
-    for c, hw in ((16, 32), (32, 16), (64, 8)):  # resnet56's three stages, one tangent
+    # resnet56's three stages, then resnet18's last two at 112 px; one tangent
+    for c, hw in ((16, 32), (32, 16), (64, 8), (256, 7), (512, 4)):
         w = torch.randn(c, c, 3, 3, generator=gen).contiguous(memory_format=torch.channels_last)
         u = torch.randn(1, c, hw, hw, generator=gen).contiguous(memory_format=torch.channels_last)
         like = torch.empty_like(u)
@@ -89,6 +92,10 @@ def main() -> None:
                 args.repeats * 10,
             ),
         )
+        print(
+            f"  building its flipped kernel: "
+            f"{median_ms(lambda: w.flip(2, 3).transpose(0, 1).contiguous(memory_format=torch.channels_last), args.repeats):.3f} ms"
+        )
 
     torch.manual_seed(0)
     model = ds.create_model("resnet56").eval()
@@ -103,10 +110,8 @@ def main() -> None:
 
     t_in_place = median_ms(sweep, max(3, args.repeats // 10))
     for k in ks:  # the same tapes with every in-place variant taken away
-        for op in lin._tape[k].ops:
-            for f in (op.jvp, op.vjp):
-                if hasattr(f, "inplace"):
-                    del f.inplace
+        tape = lin._tape[k]
+        tape.ops = [Op(op.ins, op.out, replace(op.linear, jvp_inplace=None, vjp_inplace=None)) for op in tape.ops]
     line(
         f"J v for {PROBES} tangents through resnet56's {len(ks)} tape steps",
         "in place",
