@@ -1,10 +1,12 @@
 """diagnose, Diagnosis and Prescription: ranking, apply, text, JSON, and the original left untouched."""
 
+import functools
 import json
 import warnings
 
 import pytest
 import torch
+from tests.doctor.treatment_cases import state, unchanged, zoo
 from torch import nn
 
 import depthscope as ds
@@ -24,18 +26,7 @@ from depthscope.probing import ProbeWarning
 BATCH = 8
 
 
-def _zoo(name: str, batch: int = BATCH, **kw):
-    torch.manual_seed(0)
-    model = ds.create_model(name, **kw).eval()
-    return model, model.example_input(batch, torch.Generator().manual_seed(0))
-
-
-def _state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+_zoo = functools.partial(zoo, batch=BATCH)
 
 
 def test_step_ranges():
@@ -48,7 +39,7 @@ def test_step_ranges():
 
 def test_diagnosis_of_a_vanishing_sigmoid_net():
     model, x = _zoo("plain_mlp", depth=20, width=16, activation="sigmoid")
-    before = _state(model)
+    before = state(model)
     dx = diagnose(model, x)
     assert dx.report.log_gain == ds.probe(model, x).log_gain  # the same chain as ds.probe builds
     assert not dx.healthy and dx.findings[0].kind == "vanishing"
@@ -64,7 +55,7 @@ def test_diagnosis_of_a_vanishing_sigmoid_net():
     treated = dx.apply(model)
     by_name = dx.apply(model, "rezero")
     assert treated is not model and by_name is not model
-    assert _same(before, _state(model))  # bit for bit
+    assert unchanged(model, before)  # bit for bit
 
 
 def test_healthy_model_gets_nothing():
@@ -167,11 +158,11 @@ def test_shape_changing_blocks_get_findings_and_reasons():
 def test_training_mode_is_restored_and_buffers_untouched():
     model, x = _zoo("resnet56", width=0.25, input_size=8)
     model.train()
-    before = _state(model)
+    before = state(model)
     with pytest.warns(ProbeWarning, match="BatchNorm2d in training mode"):
         dx = diagnose(model, x)
     assert model.training and all(m.training for m in model.modules())
-    assert _same(before, _state(model))  # running statistics included
+    assert unchanged(model, before)  # running statistics included
     assert any(f.kind == "batchnorm-branches" for f in dx.findings)
 
 

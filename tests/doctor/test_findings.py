@@ -1,10 +1,12 @@
 """Each finding fires on a model built to have that problem, with numbers checked against an
 independent computation, and nothing fires on healthy models (the negative control)."""
 
+import functools
 import math
 
 import pytest
 import torch
+from tests.doctor.treatment_cases import zoo
 from torch import nn
 
 import depthscope as ds
@@ -29,10 +31,7 @@ def _findings(model: nn.Module, x: torch.Tensor):
     return report, {f.kind: f for f in find(report, chain, x)}
 
 
-def _zoo(name: str, batch: int = BATCH, **kw):
-    torch.manual_seed(0)
-    model = ds.create_model(name, **kw).eval()
-    return model, model.example_input(batch, torch.Generator().manual_seed(0))
+_zoo = functools.partial(zoo, batch=BATCH)
 
 
 def test_thresholds_are_what_their_comments_say():

@@ -1,12 +1,12 @@
 """verify and digits_task, and the issue's end-to-end checks: diagnose, apply the best
 prescription, re-probe, and (for the sigmoid net) train both models the same way."""
 
+import functools
 import json
 import math
 
 import pytest
-import torch
-from torch import nn
+from tests.doctor.treatment_cases import state, unchanged, zoo
 
 import depthscope as ds
 from depthscope._errors import InputError
@@ -16,18 +16,7 @@ from depthscope.probing import VERDICT_LOG_GAIN
 BATCH = 8
 
 
-def _zoo(name: str, batch: int = BATCH, **kw):
-    torch.manual_seed(0)
-    model = ds.create_model(name, **kw).eval()
-    return model, model.example_input(batch, torch.Generator().manual_seed(0))
-
-
-def _state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def _same(a, b) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+_zoo = functools.partial(zoo, batch=BATCH)
 
 
 def test_digits_task_checks_its_arguments():
@@ -78,7 +67,7 @@ def test_divergence_is_reported_not_raised():
 # check is about training, so it must really train.
 def test_sigmoid_50_diagnosed_treated_and_trains_better():
     model, x = _zoo("plain_mlp", depth=50, width=32, activation="sigmoid", in_dim=64)
-    before = _state(model)
+    before = state(model)
     dx = diagnose(model, x)
     vanishing = dx.findings[0]
     assert vanishing.kind == "vanishing" and vanishing.steps[-1] == "head"
@@ -88,7 +77,7 @@ def test_sigmoid_50_diagnosed_treated_and_trains_better():
     v = verify(model, treated, x, train=digits_task(steps=200))
     assert v.stable
     assert v.trained_after.final_loss < v.trained_before.final_loss
-    assert _same(before, _state(model))
+    assert unchanged(model, before)
 
 
 def test_linear_slope_stack_becomes_stable():
@@ -109,7 +98,7 @@ def test_saturated_tanh_gets_its_fraction():
 # resnet56 at its defaults (the issue quotes its +5.6); batch 2 keeps it near 4 s.
 def test_resnet56_batchnorm_finding_and_treatment():
     model, x = _zoo("resnet56", batch=2)
-    before = _state(model)
+    before = state(model)
     dx = diagnose(model, x)
     bn = next(f for f in dx.findings if f.kind == "batchnorm-branches")
     assert bn.evidence["log_gain"] == pytest.approx(5.6, abs=0.15)
@@ -118,4 +107,4 @@ def test_resnet56_batchnorm_finding_and_treatment():
     # The body (the 27 residual blocks) comes into the band; the head's pooling still divides
     # the RMS gain by about e^2 end to end.
     assert abs(after.body_log_gain) < VERDICT_LOG_GAIN
-    assert _same(before, _state(model))
+    assert unchanged(model, before)

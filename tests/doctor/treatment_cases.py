@@ -1,5 +1,6 @@
 """Building the `Case` a treatment reads, from a model, an input and findings given by hand (so the
-treatment tests do not depend on the doctor's finder), and the small models the tests share."""
+treatment tests do not depend on the doctor's finder), and the small models and state snapshots the
+doctor's tests share."""
 
 from __future__ import annotations
 
@@ -14,11 +15,11 @@ SEED = 0
 BATCH = 2
 
 
-def zoo(name: str, **kwargs) -> tuple[nn.Module, torch.Tensor]:
-    """A registered zoo model (eval mode, seeded) and an example batch."""
+def zoo(name: str, batch: int = BATCH, **kwargs) -> tuple[nn.Module, torch.Tensor]:
+    """A registered zoo model (eval mode, seeded) and an example batch of ``batch`` examples."""
     torch.manual_seed(SEED)
     model = ds.create_model(name, **kwargs).eval()
-    return model, model.example_input(BATCH, torch.Generator().manual_seed(SEED))
+    return model, model.example_input(batch, torch.Generator().manual_seed(SEED))
 
 
 def tiny_bert(layers: int = 2) -> tuple[nn.Module, torch.Tensor]:

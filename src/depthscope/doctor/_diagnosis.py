@@ -20,14 +20,11 @@ from depthscope._errors import InputError
 from depthscope._io import encode_json
 from depthscope.chain import Chain
 from depthscope.doctor._finding import Finding
-from depthscope.doctor._findings import DEAD_RELU_MIN_BATCH, eval_mode, find
+from depthscope.doctor._findings import DEAD_RELU_MIN_BATCH, STOCHASTIC, eval_mode, find
 from depthscope.doctor._registry import get_treatment, list_treatments
 from depthscope.doctor._text import number, paragraph, step_ranges
 from depthscope.doctor._treatment import Case, Treatment
 from depthscope.probing import ProbeWarning, Report, probe
-
-# Modules whose training mode changes the function (the probe measures them in eval mode too).
-_STOCHASTIC = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd)
 
 
 class DoctorWarning(UserWarning):
@@ -290,7 +287,7 @@ def diagnose(
     """
     if not isinstance(model, nn.Module):
         raise InputError(f"diagnose takes an nn.Module (treatments rebuild it), not a {type(model).__name__}")
-    training = sorted({type(m).__name__ for m in model.modules() if m.training and isinstance(m, _STOCHASTIC)})
+    training = sorted({type(m).__name__ for m in model.modules() if m.training and isinstance(m, STOCHASTIC)})
     if training:
         warnings.warn(
             f"{', '.join(training)} in training mode: diagnosing in eval mode (the mode is restored afterwards)",

@@ -82,7 +82,7 @@ _ADD = frozenset({"add", "add_", "__add__", "__radd__", "__iadd__"})
 _LAYER_NORM = frozenset({"layer_norm"})
 _BATCH_NORM = frozenset({"batch_norm"})
 # Modules whose training mode changes the function (as in the probe): evaluated in eval mode.
-_STOCHASTIC = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd)
+STOCHASTIC = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd)
 
 
 @dataclass
@@ -162,7 +162,7 @@ class _Watch(TorchFunctionMode):
 @contextmanager
 def eval_mode(modules: list[nn.Module]) -> Iterator[None]:
     """BatchNorm and Dropout in eval mode for the duration (as the probe measures), then restored."""
-    training = [m for root in modules for m in root.modules() if m.training and isinstance(m, _STOCHASTIC)]
+    training = [m for root in modules for m in root.modules() if m.training and isinstance(m, STOCHASTIC)]
     for m in training:
         m.eval()
     try:

@@ -136,16 +136,15 @@ def measured_skip(module: nn.Module, in_shape: tuple[int, ...]) -> bool | None:
 
 @torch.no_grad()
 def _measure_skip(module: nn.Module, in_shape: tuple[int, ...]) -> bool | None:
-    if not any(isinstance(layer, WEIGHT_LAYERS) for layer in module.modules()):
+    if not weight_layers(module):
         # No branch to zero: a bare activation (ReLU passes the non-negative probe input) would read
         # as a skip connection. A block without weight layers is not called residual.
         return False
     probe = copy.deepcopy(module).eval()
-    for layer in probe.modules():
-        if isinstance(layer, WEIGHT_LAYERS):
-            layer.weight.zero_()
-            if layer.bias is not None:
-                layer.bias.zero_()
+    for layer in weight_layers(probe):
+        layer.weight.zero_()
+        if layer.bias is not None:
+            layer.bias.zero_()
     params = list(probe.parameters())
     dtype = params[0].dtype if params and params[0].is_floating_point() else torch.get_default_dtype()
     gen = torch.Generator().manual_seed(SKIP_PROBE_SEED)

@@ -39,9 +39,7 @@ def step_ranges(steps: Sequence[str], order: Sequence[str]) -> str:
 
 def number(value: object, digits: int = 3) -> str:
     """A number as short text (``digits`` significant digits; inf and nan spelt out)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return str(value)
-    if isinstance(value, int):
+    if not isinstance(value, float):  # ints, bools and anything else as they are
         return str(value)
     if math.isnan(value):
         return "nan"

@@ -17,6 +17,8 @@ INIT_SEED = 0
 GRADIENT_LOG_SPREAD = 1.0
 # The findings an end-to-end treatment answers.
 GAIN_KINDS = (VANISHING, EXPLODING, SATURATION)
+# The promise, in words, of every treatment whose `kept` is `stable(after)`.
+BODY_STABLE_PROMISE = "the body's log gain (the blocks between stem and head) inside the stable band"
 
 
 def generator() -> torch.Generator:

@@ -16,7 +16,7 @@ from torch import nn
 from depthscope._errors import InputError
 from depthscope.doctor._structure import BlockInfo, body_blocks, residual_blocks
 from depthscope.doctor._treatment import Case, Treatment
-from depthscope.doctor.treatments._common import stable
+from depthscope.doctor.treatments._common import BODY_STABLE_PROMISE, stable
 from depthscope.probing import Report
 
 
@@ -65,7 +65,7 @@ class TargetedTreatment(Treatment):
 class ResidualBranchTreatment(TargetedTreatment):
     """A treatment of residual branches of a known layout; its promise: the body's gain in band."""
 
-    promise = "the body's log gain (the blocks between stem and head) inside the stable band"
+    promise = BODY_STABLE_PROMISE
     # Why a model with residual blocks still has no target.
     no_target: ClassVar[str]
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from depthscope.doctor._blocks import DeepNormSum
 from depthscope.doctor._finding import EXPLODING, POSTLN_CONTRACTION, VANISHING
 from depthscope.doctor._structure import POST_LN, BlockInfo, body_blocks
 from depthscope.doctor._treatment import Case
@@ -75,3 +76,11 @@ def zoo_sibling(block: nn.Module, cls: type[nn.Module], **extra: float) -> nn.Mo
 def bert_sublayers(layer: nn.Module) -> tuple[nn.Module, nn.Module, nn.Module, nn.Module]:
     """(attention.self, attention.output, intermediate, output) of a BERT layer."""
     return layer.attention.self, layer.attention.output, layer.intermediate, layer.output
+
+
+def bert_weighted_skips(layer: nn.Module, alpha_attn: float, alpha_ffn: float) -> None:
+    """Replace a BERT layer's two output sublayers, in place, by `DeepNormSum`s that weight their
+    skips by ``alpha_attn`` and ``alpha_ffn`` (their dense, dropout and LayerNorm moved in)."""
+    _, attn_out, _, out = bert_sublayers(layer)
+    layer.attention.output = DeepNormSum(attn_out.dense, attn_out.dropout, attn_out.LayerNorm, alpha_attn)
+    layer.output = DeepNormSum(out.dense, out.dropout, out.LayerNorm, alpha_ffn)

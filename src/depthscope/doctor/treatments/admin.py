@@ -21,10 +21,16 @@ import math
 import torch
 from torch import nn
 
-from depthscope.doctor._blocks import DeepNormSum, OmegaPostLN
+from depthscope.doctor._blocks import OmegaPostLN
 from depthscope.doctor._structure import BlockInfo, replace_module, treated_copy
 from depthscope.doctor._treatment import Case
-from depthscope.doctor.treatments._transformers import PostLNTreatment, bert_sublayers, is_zoo_block, postln_blocks
+from depthscope.doctor.treatments._transformers import (
+    PostLNTreatment,
+    bert_sublayers,
+    bert_weighted_skips,
+    is_zoo_block,
+    postln_blocks,
+)
 
 
 def _branch_outputs(block: nn.Module) -> tuple[nn.Module, nn.Module]:
@@ -98,9 +104,7 @@ class Admin(PostLNTreatment):
             if is_zoo_block(block):
                 replace_module(new, path, OmegaPostLN(block.attn, block.ffn, block.ln1, block.ln2, (w_attn, w_ffn)))
             else:
-                _, attn_out, _, out = bert_sublayers(block)
-                block.attention.output = DeepNormSum(attn_out.dense, attn_out.dropout, attn_out.LayerNorm, w_attn)
-                block.output = DeepNormSum(out.dense, out.dropout, out.LayerNorm, w_ffn)
+                bert_weighted_skips(block, w_attn, w_ffn)
         return new
 
     def constants(self, case: Case) -> dict[str, float]:

@@ -26,7 +26,6 @@ import torch
 from torch import nn
 
 from depthscope._errors import InputError
-from depthscope.doctor._finding import EXPLODING, SATURATION, VANISHING
 from depthscope.doctor._meanfield import MeanField, critical_sigma_w, meanfield
 from depthscope.doctor._structure import (
     activation_name,
@@ -37,7 +36,7 @@ from depthscope.doctor._structure import (
     weight_layers,
 )
 from depthscope.doctor._treatment import Case, Treatment
-from depthscope.doctor.treatments._common import GAIN_KINDS, generator, stable
+from depthscope.doctor.treatments._common import BODY_STABLE_PROMISE, GAIN_KINDS, generator, stable
 from depthscope.probing import Report
 
 # Biases are set to zero: at sigma_b = 0 the critical point of tanh sits at q* -> 0, where
@@ -83,10 +82,10 @@ class Criticality(Treatment):
     )
     treats = GAIN_KINDS
     preserves_function = False
-    promise = "the body's log gain (the blocks between stem and head) inside the stable band"
+    promise = BODY_STABLE_PROMISE
 
     def applies(self, case: Case) -> str | None:
-        kinds = [k for k in (VANISHING, EXPLODING, SATURATION) if case.has(k)]
+        kinds = [k for k in self.treats if case.has(k)]
         blocks = body_blocks(case)
         if not kinds or not is_plain_stack(blocks):
             return None

@@ -24,13 +24,13 @@ from __future__ import annotations
 from torch import nn
 
 from depthscope._errors import InputError
-from depthscope.doctor._blocks import DeepNormSum
 from depthscope.doctor._structure import BlockInfo, replace_module, treated_copy
 from depthscope.doctor._treatment import Case
 from depthscope.doctor.treatments._common import generator
 from depthscope.doctor.treatments._transformers import (
     PostLNTreatment,
     bert_sublayers,
+    bert_weighted_skips,
     is_zoo_block,
     postln_blocks,
     zoo_sibling,
@@ -89,8 +89,7 @@ class DeepNorm(PostLNTreatment):
                 )
             else:
                 attn, attn_out, inter, out = bert_sublayers(block)
-                block.attention.output = DeepNormSum(attn_out.dense, attn_out.dropout, attn_out.LayerNorm, alpha)
-                block.output = DeepNormSum(out.dense, out.dropout, out.LayerNorm, alpha)
+                bert_weighted_skips(block, alpha, alpha)
                 unit, scaled = (attn.query, attn.key), (attn.value, attn_out.dense, inter.dense, out.dense)
             for layer in unit:
                 nn.init.xavier_normal_(layer.weight, gain=1.0, generator=gen)

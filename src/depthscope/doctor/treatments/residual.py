@@ -26,7 +26,7 @@ from depthscope._errors import InputError
 from depthscope.doctor._blocks import ScaledResidual
 from depthscope.doctor._structure import body_blocks, plain_blocks, replace_module, residual_blocks, treated_copy
 from depthscope.doctor._treatment import Case, Treatment
-from depthscope.doctor.treatments._common import GAIN_KINDS, stable
+from depthscope.doctor.treatments._common import BODY_STABLE_PROMISE, GAIN_KINDS, stable
 from depthscope.probing import Report
 
 
@@ -35,7 +35,7 @@ class _ResidualWrap(Treatment):
 
     treats = GAIN_KINDS
     preserves_function = False
-    promise = "the body's log gain (the blocks between stem and head) inside the stable band"
+    promise = BODY_STABLE_PROMISE
     learnable: bool
 
     @abc.abstractmethod

@@ -42,7 +42,7 @@ from depthscope.doctor._structure import (
     weight_layers,
 )
 from depthscope.doctor._treatment import Case, Treatment
-from depthscope.doctor.treatments._common import stable
+from depthscope.doctor.treatments._common import BODY_STABLE_PROMISE, stable
 from depthscope.probing import Report
 
 # He et al. 2015: a ReLU layer passes half of its input's energy, so its weights' RMS singular
@@ -54,6 +54,10 @@ SATURATING = ("tanh", "sigmoid")
 # or too narrow is far outside any initialisation in use).
 FACTOR_RANGE = (1e-3, 1e3)
 ROOT_RTOL = 1e-10
+# Why neither sibling fits a body that `_plain` declines.
+NOT_PLAIN = (
+    "the body is not known to be a plain stack of weight layers (it has residual or unrecognised blocks, or no weights)"
+)
 
 
 def _rms_singular_value(w: torch.Tensor) -> float:
@@ -98,7 +102,7 @@ class SpectralRescale(Treatment):
     )
     treats = (EXPLODING, VANISHING)
     preserves_function = False
-    promise = "the body's log gain (the blocks between stem and head) inside the stable band"
+    promise = BODY_STABLE_PROMISE
 
     def applies(self, case: Case) -> str | None:
         kinds = [k for k in self.treats if case.has(k)]
@@ -112,7 +116,7 @@ class SpectralRescale(Treatment):
 
     def blocked(self, case: Case) -> str | None:
         if not _plain(case):
-            return "the body is not known to be a plain stack of weight layers (it has residual or unrecognised blocks, or no weights)"
+            return NOT_PLAIN
         if critical_gain(case) is None:
             return "the body's activation is not linear or ReLU (see criticality or desaturate)"
         return None
@@ -181,7 +185,7 @@ class Desaturate(Treatment):
     )
     treats = (SATURATION, VANISHING, EXPLODING)
     preserves_function = False
-    promise = "the body's log gain (the blocks between stem and head) inside the stable band"
+    promise = BODY_STABLE_PROMISE
 
     def _activation(self, case: Case) -> nn.Module | None:
         act = activation_of(body_blocks(case))
@@ -200,7 +204,7 @@ class Desaturate(Treatment):
 
     def blocked(self, case: Case) -> str | None:
         if not _plain(case):
-            return "the body is not known to be a plain stack of weight layers (it has residual or unrecognised blocks, or no weights)"
+            return NOT_PLAIN
         if self._activation(case) is None:
             return "the body's activation is not a saturating tanh or sigmoid"
         return None
