@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 from tests.design.design_models import snapshot, tiny, unchanged
 
 import depthscope as ds
@@ -52,3 +53,15 @@ def test_bad_tolerances():
     for kw in ({"tol": 0.0}, {"tol": 1.5}, {"eps": 0.0}, {"eps": 1.0}):
         with pytest.raises(ds.InputError, match="must lie in"):
             growth_bound(model, **kw)
+
+
+def test_token_input_model_norms_are_read_by_chain_index():
+    # regression: the report has no row for the embedding (its input is token ids), so its rows
+    # are not indexed by chain position; reading them by position took the head's empty gap
+    model = tiny("transformer_preln")
+    x = model.example_input(2, torch.Generator().manual_seed(0))
+    plan = growth_bound(model, x, blocks=1)
+    lay = ds.design.layout(model, x)
+    report = ds.probe(lay.chain, x, lyapunov=0)
+    gaps = {b.name: b.identity_gap for b in report.blocks}
+    assert plan.model_norms == pytest.approx({s.name: gaps[s.name] for s in lay.sites if s.residual})

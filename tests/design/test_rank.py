@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
-from tests.design.design_models import snapshot, unchanged
+from tests.design.design_models import snapshot, tiny, unchanged
 from torch import nn
 
 import depthscope as ds
@@ -102,3 +103,15 @@ def test_bad_input():
         rank([ds.create_model("resnet_mlp", depth=2, width=4)], torch.randn(1, 4))
     with pytest.raises(ds.InputError, match=r"not modules: 'b' \(int\)"):
         rank({"a": ds.create_model("resnet_mlp", depth=2, width=4), "b": 3}, torch.randn(3, 4))
+
+
+def test_token_input_model_spread_is_over_its_body():
+    # regression: body_span holds chain indices, and a token-input model's report has no row for
+    # its embedding; slicing the rows by position took the head into the body
+    model = tiny("transformer_preln")
+    x = model.example_input(4, torch.Generator().manual_seed(0))
+    report = ds.probe(model, x, lyapunov=0, sigma_min=False)
+    first, last = report.body_span
+    logs = [math.log(b.grad_ratio) for b in report.blocks if first <= b.index <= last]
+    spread = float(np.std(logs)) if len(logs) > 1 else 0.0
+    assert rank({"lm": model}, x, naswot_proxy=False)["lm"].parts["spread"] == pytest.approx(-spread)

@@ -166,12 +166,12 @@ def growth_bound(
             raise InputError(f"{name} must lie in (0, 1), got {v!r}")
     x = model_input(model, x, seed)
     lay, site = insertion_layout(model, x, after)
-    if not site.shape_preserving:
-        raise InputError(f"cannot grow after {site.name!r}: it maps {site.in_shape} -> {site.out_shape}")
     m_eps = bound_for(eps, tol)
     count = check_count("blocks", blocks, 1) if blocks is not None else min(2 * m_eps + 1, MAX_MEASURED)
     report = probe(lay.chain, x, lyapunov=0, seed=seed)
-    model_norms = {s.name: float(report.blocks[s.index].identity_gap) for s in lay.sites if s.residual}
+    # by chain index: the report has no row for steps before the first float state (token ids)
+    gaps = {b.index: b.identity_gap for b in report.blocks}
+    model_norms = {s.name: float(gaps[s.index]) for s in lay.sites if s.residual}
     h = lay.states[site.index + 1]
     stacks = {
         "aligned": [_aligned(eps) for _ in range(count)],

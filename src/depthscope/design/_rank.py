@@ -121,17 +121,15 @@ def _parts(report, model: nn.Module) -> tuple[dict[str, float], str]:
         log_gain, source = 0.5 * math.log(model.expected_sq_gain()), "J5 prediction"
     else:
         log_gain, source = report.log_gain, "measured"
-    span = report.body_span or [0, len(report.blocks) - 1]
-    body = report.blocks[span[0] : span[1] + 1]
+    # body_span holds chain indices; the report has no row for steps before the first float state
+    span = report.body_span
+    body = [b for b in report.blocks if span is None or span[0] <= b.index <= span[1]]
     body_gain = report.body_log_gain if report.body_log_gain is not None else report.log_gain
-    scale = len(body) / abs(body_gain) if body_gain else math.inf
+    # ln(L / xi) with xi = L / |body_gain|: L cancels, leaving ln |body_gain| (0 when it does not change)
+    depth = -max(0.0, math.log(abs(body_gain))) if body_gain and math.isfinite(body_gain) else 0.0
     ratios = [math.log(b.grad_ratio) for b in body if b.grad_ratio is not None and b.grad_ratio > 0]
     spread = float(np.std(ratios)) if len(ratios) > 1 else 0.0
-    return {
-        "gain": -abs(log_gain),
-        "depth": -max(0.0, math.log(len(body) / scale)) if math.isfinite(scale) and scale > 0 else 0.0,
-        "spread": -spread,
-    }, source
+    return {"gain": -abs(log_gain), "depth": depth, "spread": -spread}, source
 
 
 def rank(
