@@ -233,11 +233,6 @@ def grow(
         raise InputError(f"init='noise' needs eps > 0 (the new branches' Jacobian norm), got {eps!r}")
     x = model_input(model, x, seed)
     lay, site = insertion_layout(model, x, after)
-    if not site.shape_preserving:
-        raise InputError(
-            f"cannot grow after {site.name!r}: it maps {site.in_shape} -> {site.out_shape}, and a new copy of it "
-            "would receive a state of another shape; grow after a block that keeps its shape"
-        )
     h = lay.states[site.index + 1]
     new = new_blocks(site, h, n, init, eps, kind, seed)
     grown = edited_copy(model, after={site.path: new})
@@ -266,8 +261,19 @@ def _warn_if_inexact(model: nn.Module, grown: nn.Module, x: torch.Tensor, site: 
 
 
 def insertion_layout(model: nn.Module, x: torch.Tensor, after: str | None) -> tuple[Layout, Site]:
-    """The layout of ``model`` at ``x`` and the block ``after`` (the last when None)."""
+    """The layout of ``model`` at ``x`` and the block ``after`` (the last when None), which new blocks
+    can follow.
+
+    Raises:
+        InputError: no blocks, no block ``after``, or one that changes the shape of its input.
+    """
     lay = layout(model, x)
     if not lay.sites:
         raise InputError(f"no blocks found in the {type(model).__name__} between its stem and head")
-    return lay, (lay.sites[-1] if after is None else lay.find(after))
+    site = lay.sites[-1] if after is None else lay.find(after)
+    if not site.shape_preserving:
+        raise InputError(
+            f"cannot grow after {site.name!r}: it maps {site.in_shape} -> {site.out_shape}, and a new copy of it "
+            "would receive a state of another shape; grow after a block that keeps its shape"
+        )
+    return lay, site

@@ -107,8 +107,7 @@ def _candidates(lay: Layout, blocks: Sequence[str] | None) -> list[Site]:
     return sites
 
 
-def _paths_or_none(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, seed: int) -> PathProfile | None:
-    lay = layout(model, x)
+def _paths_or_none(lay: Layout, x: torch.Tensor, y: torch.Tensor | None, seed: int) -> PathProfile | None:
     if not any(s.residual for s in lay.sites):
         return None
     return profile(lay, x, y, seed)
@@ -170,7 +169,8 @@ def prune(
     out, acc, _ = _scores(edited_copy(pruned), X, y)
     xp = X[:PATH_EXAMPLES] if data is not None else x
     yp = y[:PATH_EXAMPLES] if y is not None else None
-    before, after = _paths_or_none(model, xp, yp, seed), _paths_or_none(pruned, xp, yp, seed)
+    lay_before = lay if xp is x else layout(model, xp)  # without data the blocks were found at xp already
+    before, after = _paths_or_none(lay_before, xp, yp, seed), _paths_or_none(layout(pruned, xp), xp, yp, seed)
     info = PruneInfo(
         metric="accuracy" if y is not None else "output change",
         ranking=ranking,

@@ -9,7 +9,8 @@ are looked through here, not in the chain, so that the example forward never run
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -54,22 +55,33 @@ def unwrap(model: nn.Module) -> tuple[nn.Module, str]:
     return model, wrapped
 
 
+@contextmanager
+def eval_forked(root: nn.Module, devices: Sequence[int] = ()) -> Iterator[None]:
+    """``root`` in eval mode under a forked random state (CPU and ``devices``) for the duration;
+    every module's own mode is restored after, so a pass of the monitor's changes nothing in training."""
+    modes = {m: m.training for m in root.modules()}
+    try:
+        root.eval()
+        with torch.random.fork_rng(devices=list(devices)):
+            yield
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
+
+
 def find_blocks(model: nn.Module, example: torch.Tensor | None, blocks: Sequence[str | nn.Module] | None) -> Found:
     """The blocks of ``model`` as `Chain.from_module` finds them, stem and head left out.
 
-    The example forward runs in eval mode (dropout off, batch-norm statistics untouched) under a
-    forked random state, and every module's mode is restored after, so finding the blocks changes
-    nothing in training.
+    The example forward runs under `eval_forked` (dropout off, batch-norm statistics untouched), so
+    finding the blocks changes nothing in training.
 
     Raises:
         NoBlocksError: no block sequence, or only a stem and a head.
         ChainError: the chain could not be built; says to pass ``example=``.
     """
     root, wrapped = unwrap(model)
-    modes = {m: m.training for m in root.modules()}
     try:
-        root.eval()
-        with torch.random.fork_rng(devices=[]):
+        with eval_forked(root):
             chain = Chain.from_module(root, blocks, example=example)
     except NoBlocksError:
         raise
@@ -77,9 +89,6 @@ def find_blocks(model: nn.Module, example: torch.Tensor | None, blocks: Sequence
         if example is None:
             raise ChainError(f"{err} (Monitor: pass example= or probe_input=, a small input batch)") from err
         raise
-    finally:
-        for m, mode in modes.items():
-            m.training = mode
     names: list[str] = []
     modules: list[nn.Module] = []
     seen: set[int] = set()

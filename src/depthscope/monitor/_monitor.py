@@ -38,11 +38,11 @@ from torch import nn
 
 from depthscope._errors import DepthscopeError, InputError, NonFiniteError, check_count
 from depthscope.monitor._alerts import NONFINITE, AlertBook, first_nonfinite
-from depthscope.monitor._blocks import find_blocks
+from depthscope.monitor._blocks import eval_forked, find_blocks
 from depthscope.monitor._figure import plot_history
 from depthscope.monitor._records import History, ProbeRecord, StepRecord, nan_tuple
 from depthscope.monitor._sinks import Console, TensorBoardSink
-from depthscope.monitor._taps import PRECISE_BELOW, STATS_DTYPE, BlockTaps, moment_stats
+from depthscope.monitor._taps import PRECISE_BELOW, STATS_DTYPE, BlockTaps, host_to_device, moment_stats
 from depthscope.probing import probe
 
 ON_NONFINITE = ("warn", "raise")
@@ -305,8 +305,9 @@ class Monitor:
             self._fill_update(rest[k : 3 * k])
         forward_bad = [m is not None and not np.all(np.isfinite(m)) for m in g.moments]
         # With a GradScaler, overflowing gradients are routine: the scaler skips that step.
-        backward_bad = [seen and not math.isfinite(v) for seen, v in zip(grad_seen, g.grad_sq)]
-        if scale_t is not None:
+        if scale_t is None:
+            backward_bad = [seen and not math.isfinite(v) for seen, v in zip(grad_seen, g.grad_sq)]
+        else:
             backward_bad = [False] * k
         nonfinite = first_nonfinite(forward_bad, backward_bad)
         alerts = self._alerts.check(s, grad_norm, end_to_end, nonfinite)
@@ -334,7 +335,7 @@ class Monitor:
     def _block_ids(self, ids: list[int], device: torch.device) -> torch.Tensor:
         key = tuple(ids)
         if self._ids_cache is None or self._ids_cache[0] != key or self._ids_cache[1].device != device:
-            self._ids_cache = (key, torch.tensor(ids, dtype=torch.long, device=device))
+            self._ids_cache = (key, host_to_device(ids, torch.long, device))
         return self._ids_cache[1]
 
     def _per_block_sq(self, tensors: list[torch.Tensor], ids: list[int], device: torch.device) -> torch.Tensor:
@@ -398,16 +399,12 @@ class Monitor:
     def _probe(self, s: int) -> None:
         """`depthscope.probe` of the probe batch in eval mode; modes, random state, gradients and the
         taps are as they were afterwards."""
-        modes = {m: m.training for m in self.root.modules()}
         devices = [self.probe_input.device.index or 0] if self.probe_input.device.type == "cuda" else []
         self.taps.paused = True
         try:
-            self.root.eval()
-            with torch.random.fork_rng(devices=devices):
+            with eval_forked(self.root, devices):
                 report = probe(self.root, self.probe_input)
         finally:
-            for m, mode in modes.items():
-                m.training = mode
             self.taps.paused = False
         record = ProbeRecord(
             step=s,

@@ -112,8 +112,13 @@ class Alert:
     message: str
 
 
+def _float(value) -> float:
+    """A float read back from JSON, where nan and inf travel as strings."""
+    return SPECIAL_FLOATS[value] if isinstance(value, str) else float(value)
+
+
 def _floats(values) -> tuple[float, ...]:
-    return tuple(SPECIAL_FLOATS[v] if isinstance(v, str) else float(v) for v in values)
+    return tuple(map(_float, values))
 
 
 @dataclass
@@ -205,10 +210,7 @@ class History:
         try:
             records = [
                 StepRecord(
-                    **{
-                        k: (_floats(v) if isinstance(v, list) else (v if k == "step" else _floats([v])[0]))
-                        for k, v in r.items()
-                    }
+                    **{k: v if k == "step" else _floats(v) if isinstance(v, list) else _float(v) for k, v in r.items()}
                 )
                 for r in data["records"]
             ]
@@ -216,8 +218,8 @@ class History:
                 ProbeRecord(
                     step=p["step"],
                     verdict=p["verdict"],
-                    log_gain=_floats([p["log_gain"]])[0],
-                    depth_scale=_floats([p["depth_scale"]])[0],
+                    log_gain=_float(p["log_gain"]),
+                    depth_scale=_float(p["depth_scale"]),
                     lyapunov=_floats(p["lyapunov"]),
                     steps=tuple(p["steps"]),
                     local_rms=_floats(p["local_rms"]),

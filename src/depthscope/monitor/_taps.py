@@ -16,7 +16,7 @@ inplace"). A tensor hook attaches to the autograd node that produced the tensor 
 by later in-place operations.
 
 Every reduction stays on the device as a small tensor; nothing here reads a value back to the
-host (no synchronisation per block). `BlockTaps.gather` concatenates the step's pieces into one
+host (no synchronisation per block). `BlockTaps.flat` concatenates the step's pieces into one
 flat vector, so that a distributed all-reduce and the transfer to the host happen once per step.
 
 Channel convention: dim 1 of ``(B, C, *spatial)`` and of ``(B, D)``; the last dim of a
@@ -47,6 +47,20 @@ STATS_DTYPE = torch.float64
 PRECISE_BELOW = 1e-12
 # Rows of a block's per-channel statistics: sum of x and sum of x^2 over batch and positions.
 MOMENTS = 2
+
+
+def host_to_device(values: Sequence[float], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A short host list as a tensor on ``device`` without waiting for the device's queued work.
+
+    ``torch.tensor(values, device="cuda")`` copies from pageable memory and waits for the stream to
+    finish, here the whole backward, on every measured step. Staged in pinned memory, the copy is
+    queued behind that work instead (the caching host allocator keeps the pinned buffer until the
+    copy has run), and the step's one wait is its transfer back to the host.
+    """
+    t = torch.tensor(values, dtype=dtype)
+    if device.type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
 
 
 def _first_tensor(value: object) -> torch.Tensor | None:
@@ -113,7 +127,7 @@ class BlockTaps:
     The monitor turns the taps on for the steps it measures (``active``) and pauses them while it
     runs its own forward passes (``paused``: probes). Forward passes without gradient (validation
     under ``torch.no_grad()``) are not counted. Several forward/backward passes before one
-    ``gather`` (gradient accumulation) add up.
+    ``flat`` (gradient accumulation) add up.
 
     Args:
         modules: the K block modules, in depth order.
@@ -136,7 +150,7 @@ class BlockTaps:
 
     # -- state of the current step ---------------------------------------------------------------
     def reset(self) -> None:
-        """Forget the current step's pieces (called after each `gather`)."""
+        """Forget the current step's pieces (called after each `flat`)."""
         k = len(self.modules)
         self._grad_sq: list[torch.Tensor | None] = [None] * k
         self._moments: list[torch.Tensor | None] = [None] * k
@@ -202,7 +216,7 @@ class BlockTaps:
         grad_seen = [g is not None for g in self._grad_sq]
         zero = torch.zeros((), dtype=STATS_DTYPE, device=device)
         pieces = [torch.stack([g if g is not None else zero for g in self._grad_sq]).reshape(k)]
-        pieces.append(torch.tensor(self._counts + self._branch_counts, dtype=STATS_DTYPE, device=device))
+        pieces.append(host_to_device(self._counts + self._branch_counts, STATS_DTYPE, device))
         for j in range(k):
             for held, width in ((self._moments[j], self._channels[j]), (self._branch[j], self._branch_channels[j])):
                 if held is not None:
