@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from depthscope.dynamics import random_rate_chain, rate_chain, rate_coupling, rate_step_log_det
+from depthscope.dynamics import random_rate_chain, rate_chain, rate_coupling, rate_euler_step, rate_step_log_det
 from depthscope.estimators import lyapunov
 
 F64 = torch.float64
@@ -44,6 +44,15 @@ def test_coupling_has_no_self_coupling_and_variance_g2_over_n():
     # 159,600 samples: the std of the sample std is ~0.2%; 2% is ten of those
     assert off.std().item() == pytest.approx(2.0 / math.sqrt(400), rel=0.02)
     torch.testing.assert_close(rate_coupling(400, 2.0, seed=3), J)  # the seed fixes J
+
+
+def test_euler_step_rounds_as_dt_times_the_product():
+    """Regression: dt scales tanh(h) J^T after the product, the rounding claim V10 was recorded with;
+    (dt tanh(h)) J^T differs in the last bits and moved V10's rate spectra."""
+    J = rate_coupling(50, 4.0, seed=2)
+    h = _h0(4, seed=5)[:, :50]
+    expected = (1.0 - DT) * h + DT * (torch.tanh(h) @ J.T)
+    torch.testing.assert_close(rate_euler_step(h, J, DT), expected, rtol=0, atol=0)
 
 
 def test_analytic_jvp_matches_jacfwd():
