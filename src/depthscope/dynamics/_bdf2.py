@@ -27,8 +27,6 @@ Everything here is float64 numpy.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 
 from depthscope.dynamics._error_control import (
@@ -42,7 +40,7 @@ from depthscope.dynamics._error_control import (
     rms_norm_columns_exact,
 )
 from depthscope.dynamics._newton import ImplicitBatchSolver, iteration_matrix
-from depthscope.dynamics._ode_base import EPS, BatchFun, BatchOdeSolver
+from depthscope.dynamics._ode_base import EPS, BatchFun, BatchJac, BatchOdeSolver
 
 # Highest BDF order used; BDF-1 and BDF-2 are A- and L-stable, higher orders are not A-stable.
 MAX_ORDER = 2
@@ -173,7 +171,7 @@ class BDF2Solver(ImplicitBatchSolver):
     def __init__(
         self,
         fun: BatchFun,
-        jac: Callable[[np.ndarray, np.ndarray], np.ndarray],
+        jac: BatchJac,
         t0: float,
         t_end: float,
         y0: np.ndarray,

@@ -10,12 +10,10 @@ near SciPy's (`tests/dynamics/test_ivp_accuracy.py`, `benchmarks/bdf2_vs_scipy.p
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 
 from depthscope.dynamics._newton import NEWTON_MAXITER
-from depthscope.dynamics._ode_base import EPS
+from depthscope.dynamics._ode_base import EPS, BatchFun
 
 # Step-size bounds per decision: never shrink below 1/5 or grow above 10x at once.
 MIN_FACTOR = 0.2
@@ -81,7 +79,7 @@ def rms_norm_columns_exact(x: np.ndarray) -> np.ndarray:
 
 
 def initial_step(
-    fun: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    fun: BatchFun,
     t: np.ndarray,
     t_end: float,
     y0: np.ndarray,

@@ -20,7 +20,10 @@ MIN_STEP_ULPS = 10.0
 # Non-finite entries or components named in a failure message before the rest are only counted.
 MAX_NAMED_ENTRIES = 4
 
+# ``fun(t, Y)``: t (M,), Y (M, n) -> (M, n), one independent system per row.
 BatchFun = Callable[[np.ndarray, np.ndarray], np.ndarray]
+# ``jac(t, Y)``: t (M,), Y (M, n) -> (M, n, n), the Jacobian d f_m / d y_m of each system.
+BatchJac = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
 def nonfinite_entries(a: np.ndarray, shape: tuple[int, ...]) -> str:
@@ -103,7 +106,7 @@ class BatchOdeSolver:
     def __init__(
         self,
         fun: BatchFun,
-        jac: Callable[[np.ndarray, np.ndarray], np.ndarray],
+        jac: BatchJac,
         t0: float,
         t_end: float,
         y0: np.ndarray,

@@ -11,7 +11,7 @@ import torch
 
 from depthscope.ledger._experiment import Experiment, Judgement, confirmed, qualified, refuted
 from depthscope.ledger.claims._norm_common import DTYPE, NORM_PRESERVATION_PAPER
-from depthscope.ledger.claims._seeds import SEED_STRIDE
+from depthscope.ledger.claims._seeds import run_seeds
 from depthscope.probing import probe
 from depthscope.zoo import create_model
 
@@ -47,8 +47,8 @@ def _delta_curve(setting: Mapping[str, Any], rule: str | float, seed: int) -> li
     curve = []
     for depth in setting["depths"]:
         row = []
-        for i in range(setting["seeds"]):
-            torch.manual_seed(SEED_STRIDE * seed + i)
+        for run_seed in run_seeds(seed, setting["seeds"]):
+            torch.manual_seed(run_seed)
             model = create_model(
                 "resnet_mlp", depth=depth, width=setting["width"], alpha=_branch_scale(rule, depth)
             ).to(DTYPE)

@@ -11,7 +11,7 @@ import torch
 
 from depthscope.ledger._experiment import Experiment, Judgement, confirmed, qualified, refuted
 from depthscope.ledger.claims._norm_common import DTYPE, NORM_PRESERVATION_PAPER
-from depthscope.ledger.claims._seeds import SEED_STRIDE
+from depthscope.ledger.claims._seeds import run_seeds
 from depthscope.probing import probe
 from depthscope.zoo import conv_operator_singular_values, create_model
 from depthscope.zoo.cifar_resnet import CIFAR_CHANNELS, PreActBlock
@@ -112,8 +112,7 @@ def _measure_n4(setting: Mapping[str, Any], seed: int) -> dict:
     per: dict[str, dict[str, list]] = {k: {"identity": [], "transition": [], "spread": []} for k in INIT_KINDS}
     first: dict[str, list] = {}
     kinds: list[str] = []
-    for i in range(setting["seeds"]):
-        net_seed = SEED_STRIDE * seed + i
+    for i, net_seed in enumerate(run_seeds(seed, setting["seeds"])):
         gen = torch.Generator().manual_seed(net_seed)
         size = setting["input_size"]
         x = torch.randn(setting["batch"], CIFAR_CHANNELS, size, size, generator=gen, dtype=DTYPE)
