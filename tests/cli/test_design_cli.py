@@ -45,6 +45,28 @@ def test_prune_errors(capsys: pytest.CaptureFixture[str]) -> None:
     assert "no residual" in capsys.readouterr().err
 
 
+def test_prune_train_steps_builds_a_registered_mlp_for_digits(capsys: pytest.CaptureFixture[str]) -> None:
+    """Regression: without --set in_dim=64 the digits training failed with a shape traceback."""
+    assert main(["prune", "resnet_mlp", "--train-steps", "2", *SMALL]) == 0
+    assert "lesion ranking (accuracy)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["grow", "resnet_mlp", "--blocks", "1", "--input", "1,8"], "--input applies to module:callable"),
+        (["prune", "torch.nn:Identity", "--input", "1,8", "--depth", "3"], "--depth and --width apply"),
+    ],
+)
+def test_options_the_source_does_not_take_are_usage_errors(
+    capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    """Regression: they were ignored without a word."""
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2 and message in capsys.readouterr().err
+
+
 def test_rank_prints_candidates_best_first(capsys: pytest.CaptureFixture[str]) -> None:
     args = ["rank", "rezero_mlp,depth=4", "plain_mlp,depth=12,activation=tanh", "--set", "width=8", "--batch", "8"]
     assert main(args) == 0

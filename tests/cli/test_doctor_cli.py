@@ -61,6 +61,9 @@ def test_doctor_errors(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> No
     with pytest.raises(SystemExit) as info:
         main(["doctor", "plain_mlp", "--train-steps", "5"])
     assert info.value.code == 2 and "--train-steps needs --apply" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        main(["doctor", "plain_mlp", "--input", "1,8"])  # regression: it was ignored without a word
+    assert info.value.code == 2 and "--input applies to module:callable" in capsys.readouterr().err
     assert main(["doctor", "resnet_mpl"]) == 1
     assert "did you mean resnet_mlp" in capsys.readouterr().err
     assert main(["doctor", "plain_mlp", *LINEAR_SLOPE, "--json", str(tmp_path / "missing" / "x.json")]) == 1

@@ -98,6 +98,11 @@ def test_factory_with_input_file(capsys: pytest.CaptureFixture[str], factory_mod
         (["probe", "resnet_mlp", "--input", "1,8"], "--input applies to"),
         (["probe", "--hf", "bert", "--depth", "3"], "--depth and --width apply"),
         (["probe", "--timm", "resnet18", "--seq", "8"], "--seq applies to --hf"),
+        (["probe", "--torchvision", "resnet18", "--input", "1,3,32,32", "--batch", "2"], "--batch does not apply"),
+        (["probe", "my_models:build", "--input", "1,8", "--batch", "2"], "--batch does not apply"),
+        (["probe", "--hf", "bert", "--set", "num_hidden_layers='x'"], "cannot build BertConfig"),
+        (["probe", "--hf", "bert", "--set", "vocab_size=-3"], "cannot build BertModel"),
+        (["probe", "--torchvision", "resnet18", "--set", "num_classes=-3"], "cannot build torchvision resnet18"),
     ],
 )
 def test_bad_sources_are_usage_errors(

@@ -46,6 +46,19 @@ def test_hf_overrides_and_seed() -> None:
         sources.from_hf("bart")
 
 
+def test_bad_settings_say_what_could_not_be_built() -> None:
+    """Regression: a config field of the wrong type (a huggingface_hub error, not a ValueError) and a
+    negative size (torch's RuntimeError) gave tracebacks."""
+    with pytest.raises(InputError, match="cannot build LlamaConfig"):
+        sources.from_hf("llama", num_hidden_layers="x")
+    with pytest.raises(InputError, match="cannot build LlamaModel"):
+        sources.from_hf("llama", vocab_size=-3)
+    with pytest.raises(InputError, match="cannot build torchvision resnet18"):
+        sources.from_torchvision("resnet18", num_classes=-3)
+    with pytest.raises(InputError, match=r"cannot build torch.nn:Linear\(in_features=-1, out_features=2\)"):
+        sources.from_factory("torch.nn:Linear", (1, 2), in_features=-1, out_features=2)
+
+
 def test_torchvision_is_built_without_weights(monkeypatch: pytest.MonkeyPatch) -> None:
     import torchvision
 

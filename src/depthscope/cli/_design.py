@@ -6,7 +6,17 @@ import argparse
 
 import torch
 
-from depthscope.cli._common import PROBE_BATCH, _build_source, _int_at_least, _key_value, _positive, _probe_seed
+from depthscope.cli._common import (
+    _add_model_options,
+    _add_seed_option,
+    _build_source,
+    _check_source_args,
+    _create_model,
+    _fit_digits,
+    _int_at_least,
+    _key_value,
+    _positive,
+)
 
 # depthscope grow: the branch norm of noise blocks when --eps is not given.
 GROW_EPS = 0.01
@@ -16,24 +26,12 @@ PRUNE_LR = 2e-3
 RANK_BATCH = 32
 
 
-def _design_source(args: argparse.Namespace):
-    """The model and input of ``depthscope grow`` and ``prune`` (a registered name or module:callable)."""
-    import depthscope as ds
-    from depthscope import sources
-
-    try:
-        return _build_source(args)
-    except (sources.MissingLibraryError, ds.UnknownModelError, ds.InputError) as err:
-        if ":" not in args.model and isinstance(err, ds.UnknownModelError):
-            raise
-        args.parser.error(str(err))
-
-
 def cmd_grow(args: argparse.Namespace) -> int:
     import depthscope as ds
     from depthscope.render import render_growth, render_plan
 
-    built = _design_source(args)
+    _check_source_args(args)
+    built = _build_source(args)
     model, x = built.model, built.input
     grown = ds.grow(model, args.blocks, args.after, init=args.init, eps=args.eps, kind=args.kind, x=x, seed=args.seed)
     sites = ds.design.layout(model, x)
@@ -53,7 +51,10 @@ def cmd_prune(args: argparse.Namespace) -> int:
     import depthscope as ds
     from depthscope.render import render_prune
 
-    built = _design_source(args)
+    _check_source_args(args)
+    if args.train_steps:
+        _fit_digits(args)
+    built = _build_source(args)
     model, x = built.model, built.input
     data = None
     if args.train_steps:
@@ -76,15 +77,10 @@ def cmd_rank(args: argparse.Namespace) -> int:
     import depthscope as ds
     from depthscope.render import render_ranking
 
-    models = {}
-    for label, name, kw in args.candidates:
-        torch.manual_seed(args.seed)
-        try:
-            models[label] = ds.create_model(name, **{**dict(args.set or []), **kw}).eval()
-        except ds.DepthscopeError:
-            raise
-        except (TypeError, ValueError) as err:
-            raise ds.DepthscopeError(f"cannot build candidate {label}: {err}") from err
+    models = {
+        label: _create_model(name, {**dict(args.set or []), **kw}, args.seed, label=f"candidate {label}")
+        for label, name, kw in args.candidates
+    }
     first = next(iter(models.values()))
     x = first.example_input(args.batch, torch.Generator().manual_seed(args.seed))
     render_ranking(ds.rank(models, x, seed=args.seed))
@@ -93,7 +89,6 @@ def cmd_rank(args: argparse.Namespace) -> int:
 
 def _add_design_parsers(sub) -> None:
     """The design tools' subcommands: grow, prune, rank."""
-    common = dict(hf=None, torchvision=None, timm=None, input_file=None, seq=None, blocks=None)
     g = sub.add_parser(
         "grow",
         help="insert identity-initialised (or eps-noise) blocks into a model; show that the output is kept",
@@ -107,7 +102,7 @@ def _add_design_parsers(sub) -> None:
     g.add_argument("--eps", type=float, help=f"branch Jacobian norm of noise blocks (default {GROW_EPS})")
     g.add_argument("--kind", choices=("residual", "plain"), default="residual", help="default residual")
     g.add_argument("--tol", type=float, help="also print the growth bound for gain within 1 +- TOL")
-    g.set_defaults(func=cmd_grow, parser=g, **common)
+    g.set_defaults(func=cmd_grow, parser=g)
 
     r = sub.add_parser(
         "prune",
@@ -121,16 +116,12 @@ def _add_design_parsers(sub) -> None:
         "--train-steps",
         type=_positive,
         metavar="N",
-        help="first train N steps on digits and rank by test accuracy (the model must take 64 features)",
+        help="first train N steps on digits and rank by test accuracy (a registered model taking in_dim and "
+        "out_dim is built for them; others must map 64 features to 10 logits)",
     )
-    r.set_defaults(func=cmd_prune, parser=r, **common)
+    r.set_defaults(func=cmd_prune, parser=r)
     for p in (g, r):
-        p.add_argument("--depth", type=_positive, help="number of blocks")
-        p.add_argument("--width", type=_positive, help="width of the blocks")
-        p.add_argument("--set", action="append", type=_key_value, metavar="KEY=VALUE", help="model argument")
-        p.add_argument("--batch", type=_positive, help=f"examples (default {PROBE_BATCH})")
-        p.add_argument("--input", metavar="SHAPE", help="input shape for module:callable, batch first")
-        p.add_argument("--seed", type=_probe_seed, default=0, help="0 to 2**64 - 1 (default 0)")
+        _add_model_options(p)
 
     k = sub.add_parser(
         "rank",
@@ -141,5 +132,5 @@ def _add_design_parsers(sub) -> None:
     k.add_argument("candidates", nargs="+", type=_candidate, metavar="NAME", help="registered model names")
     k.add_argument("--set", action="append", type=_key_value, metavar="KEY=VALUE", help="argument for every candidate")
     k.add_argument("--batch", type=_int_at_least(2), default=RANK_BATCH, help=f"examples (default {RANK_BATCH})")
-    k.add_argument("--seed", type=_probe_seed, default=0, help="0 to 2**64 - 1 (default 0)")
+    _add_seed_option(k)
     k.set_defaults(func=cmd_rank, parser=k)

@@ -8,14 +8,16 @@ from pathlib import Path
 
 from depthscope.cli._common import (
     EXIT_FAILURE,
+    OTHER_SOURCES,
     PROBE_BATCH,
     SOURCE_BATCH,
+    _add_seed_option,
     _build_source,
     _check_report_path,
+    _check_source_args,
     _key_value,
     _non_negative,
     _positive,
-    _probe_seed,
 )
 
 # --plot formats (matplotlib writes each by name) and the raster resolution of PNG.
@@ -44,47 +46,22 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_probe_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Usage errors of ``depthscope probe`` that argparse cannot see: exactly one source, and
-    options only where that source takes them."""
-    chosen = [f"--{n}" for n in ("hf", "torchvision", "timm") if getattr(args, n)]
-    if args.model:
-        chosen.append(args.model)
-    if len(chosen) != 1:
-        which = ", ".join(chosen) if chosen else "none"
-        parser.error(f"give one model: a registered name, module:callable, --hf, --torchvision or --timm (got {which})")
-    zoo = bool(args.model) and ":" not in args.model
-    factory = bool(args.model) and ":" in args.model
-    if not zoo and (args.depth is not None or args.width is not None):
-        parser.error("--depth and --width apply to registered models; use --set for the others")
-    if args.input is not None and (zoo or args.hf):
-        parser.error("--input applies to module:callable, --torchvision and --timm")
-    if args.input_file is not None and not factory:
-        parser.error("--input-file applies to module:callable")
-    if args.seq is not None and not args.hf:
-        parser.error("--seq applies to --hf")
+def _check_probe_args(args: argparse.Namespace) -> None:
+    """Usage errors of ``depthscope probe`` that argparse cannot see (`_check_source_args`, and --plot's format)."""
+    _check_source_args(args, OTHER_SOURCES)
     if args.plot and Path(args.plot).suffix.lower() not in PLOT_FORMATS:
-        parser.error(f"--plot {args.plot}: the file name must end in {', '.join(PLOT_FORMATS)}")
+        args.parser.error(f"--plot {args.plot}: the file name must end in {', '.join(PLOT_FORMATS)}")
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
     import depthscope as ds
-    from depthscope import sources
     from depthscope.render import render_report
 
-    parser = args.parser
-    _check_probe_args(parser, args)
-    if args.seq is None:
-        args.seq = sources.DEFAULT_SEQ
+    _check_probe_args(args)
     for path in (args.json, args.html, args.plot):
         if path:
             _check_report_path(path)  # before the probe, which may take minutes
-    try:
-        built = _build_source(args)
-    except (sources.MissingLibraryError, ds.UnknownModelError, ds.InputError) as err:
-        if args.model and ":" not in args.model and isinstance(err, ds.UnknownModelError):
-            raise  # a misspelt registered name keeps its exit status 1 and suggestions
-        parser.error(str(err))
+    built = _build_source(args)
     model, x = built.model, built.input
     if args.float64:
         model = model.double()
@@ -165,7 +142,7 @@ def add_probe_parsers(sub) -> None:
         default=None,
         help="Lyapunov exponents, 0 skips (default 8, fewer on a narrower chain)",
     )
-    p.add_argument("--seed", type=_probe_seed, default=0, help="0 to 2**64 - 1 (default 0)")
+    _add_seed_option(p)
     p.add_argument("--exact", action="store_true", help="exact Jacobians and SVDs (slow; the oracle)")
     p.add_argument("--float64", action="store_true", help="probe in double precision")
     p.add_argument("--json", metavar="PATH", help="also write the report as JSON")

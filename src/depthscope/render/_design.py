@@ -15,6 +15,7 @@ from rich.table import Table
 
 from depthscope.design import GrowthPlan, PathProfile, PruneInfo, Ranking
 from depthscope.probing import Report
+from depthscope.render._terminal import _shape
 
 # Path lengths shown one per row up to this many; longer profiles are cut to the rows that carry
 # gradient (share above ``SHARE_SHOWN``) so a 100-block net stays readable.
@@ -41,11 +42,10 @@ def render_growth(
         table.add_column(col, justify="left" if col in ("step", "") else "right")
     new = set(new_steps)
     for b in after.blocks:
-        shape = "×".join(map(str, b.in_shape))
         table.add_row(
             escape(b.name),
             "[green]new[/]" if b.name in new else "",
-            shape,
+            _shape(b.in_shape),
             _f(b.identity_gap, 3),
             _f(b.local_rms, 3),
             f"{b.cum_log_rms:+.3f}",

@@ -14,8 +14,8 @@ from rich.table import Table
 from rich.text import Text
 
 from depthscope.doctor import Diagnosis, Verification, gradient_log_ratio, step_ranges
+from depthscope.render._terminal import VERDICT_STYLE
 
-VERDICT_STYLE = {"stable": "bold green", "vanishing": "bold blue", "exploding": "bold red"}
 # The per-step before/after table shows at most this many rows (the first and last halves).
 MAX_STEP_ROWS = 24
 

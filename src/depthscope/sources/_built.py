@@ -67,6 +67,11 @@ def parse_shape(text: str) -> tuple[int, ...]:
     return shape
 
 
+def as_shape(input_shape: tuple[int, ...] | str) -> tuple[int, ...]:
+    """A shape given as text (`parse_shape`) or as a sequence of sizes, as a tuple."""
+    return parse_shape(input_shape) if isinstance(input_shape, str) else tuple(input_shape)
+
+
 def random_input(shape: tuple[int, ...], seed: int) -> torch.Tensor:
     """A standard normal batch of ``shape`` (float32), drawn from its own generator seeded ``seed``."""
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
@@ -86,12 +91,18 @@ def load_input(path: str | Path) -> torch.Tensor:
     return value
 
 
-def seeded_build(seed: int, build):
+def seeded_build(seed: int, build, what: str):
     """``build()`` with torch's global generator seeded ``seed`` and restored afterwards, so the
-    random weights depend on ``seed`` alone and the caller's random state is untouched."""
+    random weights depend on ``seed`` alone and the caller's random state is untouched.
+
+    The builder's own checks of its arguments (a TypeError for an unknown keyword, a ValueError or
+    torch's RuntimeError for a bad size) become an `InputError` "cannot build ``what``: ..."."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = build()
+        try:
+            model = build()
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise InputError(f"cannot build {what}: {err}") from err
     if not isinstance(model, nn.Module):
         raise InputError(f"the model builder returned a {type(model).__name__}, not a torch.nn.Module")
     return model.eval()

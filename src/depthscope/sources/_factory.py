@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from depthscope._errors import InputError
-from depthscope.sources._built import Built, load_input, parse_shape, random_input, seeded_build
+from depthscope.sources._built import Built, as_shape, load_input, random_input, seeded_build
 
 
 def resolve_factory(path: str):
@@ -50,13 +50,10 @@ def from_factory(
             "give the factory's input as a shape (--input 1,3,224,224) or a file (--input-file), one of them"
         )
     if input_file is None:  # a bad shape fails before the build
-        shape = parse_shape(input_shape) if isinstance(input_shape, str) else tuple(input_shape)
+        shape = as_shape(input_shape)
     factory = resolve_factory(path)
-    try:
-        model = seeded_build(seed, lambda: factory(**kwargs))
-    except TypeError as err:  # the factory's own signature check: say which call failed
-        settings = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
-        raise InputError(f"cannot build {path}({settings}): {err}") from err
+    settings = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+    model = seeded_build(seed, lambda: factory(**kwargs), f"{path}({settings})")
     if input_file is not None:
         x = load_input(input_file)
     else:

@@ -112,9 +112,9 @@ def from_hf(family: str, *, batch: int = 1, seq: int = DEFAULT_SEQ, seed: int = 
     settings = {**spec.defaults, **overrides}
     try:
         config = getattr(transformers, spec.config)(**settings)
-    except (TypeError, ValueError) as err:
+    except Exception as err:  # the configs' checks raise their own types (huggingface_hub's StrictDataclassError)
         raise InputError(f"cannot build {spec.config}: {err}") from err
-    model = seeded_build(seed, lambda: getattr(transformers, spec.model)(config))
+    model = seeded_build(seed, lambda: getattr(transformers, spec.model)(config), spec.model)
     if spec.pixels:
         x = random_input((batch, config.num_channels, config.image_size, config.image_size), seed)
     else:

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from depthscope._errors import InputError
 from depthscope.sources._built import (
     DEFAULT_IMAGE_SHAPE,
     Built,
-    parse_shape,
+    as_shape,
     random_input,
     require,
     seeded_build,
@@ -23,12 +22,6 @@ TORCHVISION_INSTALL = "pip install 'depthscope[vision]' (torchvision)"
 TIMM_INSTALL = "pip install timm"
 
 
-def _shape(input_shape: tuple[int, ...] | str | None, batch: int, default: tuple[int, ...]) -> tuple[int, ...]:
-    if input_shape is None:
-        return (batch, *default)
-    return parse_shape(input_shape) if isinstance(input_shape, str) else tuple(input_shape)
-
-
 def from_torchvision(
     name: str, input_shape: tuple[int, ...] | str | None = None, *, batch: int = 1, seed: int = 0, **kwargs: Any
 ) -> Built:
@@ -36,16 +29,15 @@ def from_torchvision(
 
     ``input_shape``: ``(B, 3, H, W)``; by default ``(batch, 3, 224, 224)``.
     """
-    shape = _shape(input_shape, batch, DEFAULT_IMAGE_SHAPE)  # a bad shape fails before the build
+    # A bad shape fails before the build.
+    shape = (batch, *DEFAULT_IMAGE_SHAPE) if input_shape is None else as_shape(input_shape)
     tv = require("torchvision", TORCHVISION_INSTALL)
     known = tv.models.list_models()
     if name not in known:
         raise unknown_name("torchvision model", name, known)
-    try:
-        model = seeded_build(seed, lambda: tv.models.get_model(name, weights=None, **kwargs))
-    except (TypeError, ValueError) as err:
-        raise InputError(f"cannot build torchvision {name}: {err}") from err
-    return Built(model, random_input(shape, seed), f"torchvision {name}")
+    label = f"torchvision {name}"
+    model = seeded_build(seed, lambda: tv.models.get_model(name, weights=None, **kwargs), label)
+    return Built(model, random_input(shape, seed), label)
 
 
 def from_timm(
@@ -55,14 +47,12 @@ def from_timm(
 
     ``input_shape``: ``(B, C, H, W)``; by default ``batch`` examples at the model's own input size.
     """
-    given = None if input_shape is None else _shape(input_shape, batch, DEFAULT_IMAGE_SHAPE)
+    given = None if input_shape is None else as_shape(input_shape)
     timm = require("timm", TIMM_INSTALL)
     if not timm.is_model(name):
         raise unknown_name("timm model", name, timm.list_models())
-    try:
-        model = seeded_build(seed, lambda: timm.create_model(name, pretrained=False, **kwargs))
-    except (TypeError, ValueError) as err:
-        raise InputError(f"cannot build timm {name}: {err}") from err
+    label = f"timm {name}"
+    model = seeded_build(seed, lambda: timm.create_model(name, pretrained=False, **kwargs), label)
     cfg = getattr(model, "pretrained_cfg", None) or {}
     default = tuple(cfg.get("input_size", DEFAULT_IMAGE_SHAPE))
-    return Built(model, random_input(given or (batch, *default), seed), f"timm {name}")
+    return Built(model, random_input(given or (batch, *default), seed), label)
