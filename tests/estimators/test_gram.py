@@ -1,17 +1,13 @@
 """Ritz starts for the matrix-free Lanczos runs: the best direction in the span of the probes."""
 
 import torch
+from tests.estimators.gram_problems import gram_problems
 
 from depthscope.estimators._gram import combine, ritz_coefficients
 
 
-def _problems(gen, M=12, N=40, spread=1.0):
-    A = torch.randn(M, N, N, generator=gen, dtype=torch.float64) * spread / N**0.5 + torch.eye(N, dtype=torch.float64)
-    return A, A.mT @ A
-
-
 def test_ritz_start_finds_the_best_direction_in_the_span(gen):
-    A, _ = _problems(gen, M=4, N=30)
+    A, _ = gram_problems(gen, M=4, N=30)
     V = torch.randn(8, 4, 30, generator=gen, dtype=torch.float64)
     AV = torch.einsum("mij,pmj->pmi", A, V)
     c = ritz_coefficients(V, AV)

@@ -2,13 +2,9 @@
 
 import pytest
 import torch
+from tests.estimators.gram_problems import gram_problems
 
 from depthscope.estimators import LANCZOS_RTOL, lanczos_top_eigenvalue
-
-
-def _problems(gen, M=12, N=40, spread=1.0):
-    A = torch.randn(M, N, N, generator=gen, dtype=torch.float64) * spread / N**0.5 + torch.eye(N, dtype=torch.float64)
-    return A, A.mT @ A
 
 
 def _matvec(H):
@@ -17,7 +13,7 @@ def _matvec(H):
 
 @pytest.mark.parametrize("drop", [False, True])
 def test_top_eigenvalue_matches_eigvalsh(gen, drop):
-    A, H = _problems(gen)
+    A, H = gram_problems(gen)
     true = torch.linalg.eigvalsh(H)[:, -1]
     v0 = torch.randn(A.shape[0], A.shape[2], generator=gen, dtype=torch.float64)
     r = lanczos_top_eigenvalue(_matvec(H), v0, drop_converged=drop)
@@ -28,7 +24,7 @@ def test_top_eigenvalue_matches_eigvalsh(gen, drop):
 
 
 def test_dropping_converged_problems_applies_the_operator_to_fewer_rows(gen):
-    _, H = _problems(gen, M=8)
+    _, H = gram_problems(gen, M=8)
     H[0] = torch.diag(torch.linspace(1, 2, H.shape[1], dtype=torch.float64))  # slow: no spectral gap
     H[1] = torch.diag(torch.tensor([5.0] + [1.0] * (H.shape[1] - 1), dtype=torch.float64))  # converges at once
     sizes = []
@@ -53,7 +49,7 @@ def test_exhausted_krylov_space_is_exact(gen):
 
 
 def test_zero_start_rows_yield_zero(gen):
-    _, H = _problems(gen, M=3)
+    _, H = gram_problems(gen, M=3)
     v0 = torch.randn(3, H.shape[1], generator=gen, dtype=torch.float64)
     v0[1] = 0
     r = lanczos_top_eigenvalue(_matvec(H), v0)
@@ -62,7 +58,7 @@ def test_zero_start_rows_yield_zero(gen):
 
 def test_a_known_first_product_saves_one_application_and_changes_nothing(gen):
     """av0 = A v0 (as the probe passes from its Hutchinson products) replaces the first matvec."""
-    _, H = _problems(gen, M=5)
+    _, H = gram_problems(gen, M=5)
     v0 = torch.randn(5, H.shape[1], generator=gen, dtype=torch.float64) * 3.0  # not unit: av0 scales with v0
     calls = []
 
@@ -79,7 +75,7 @@ def test_a_known_first_product_saves_one_application_and_changes_nothing(gen):
 
 def test_three_term_recurrence_without_reorthogonalisation(gen):
     """reorthogonalize=False (the matrix-free route) keeps two vectors and still meets the tolerance."""
-    A, H = _problems(gen, M=6, N=400, spread=2.0)
+    A, H = gram_problems(gen, M=6, N=400, spread=2.0)
     true = torch.linalg.eigvalsh(H)[:, -1]
     v0 = torch.randn(6, 400, generator=gen, dtype=torch.float64)
     r = lanczos_top_eigenvalue(_matvec(H), v0, drop_converged=True, reorthogonalize=False)
@@ -91,7 +87,7 @@ def test_three_term_recurrence_without_reorthogonalisation(gen):
 
 def test_an_operator_may_return_its_rayleigh_quotients(gen):
     """A Gram operator A^T A can hand back <v, A^T A v> = ||A v||^2 with A^T A v (the probe does)."""
-    A, H = _problems(gen, M=6)
+    A, H = gram_problems(gen, M=6)
     v0 = torch.randn(6, H.shape[1], generator=gen, dtype=torch.float64)
 
     def mv(v, rows):
@@ -110,7 +106,7 @@ def test_an_operator_may_return_its_rayleigh_quotients(gen):
 def test_non_finite_operator_stops_its_problem_only(gen, drop, reorth):
     """A problem whose operator returns NaN or Inf gets value NaN; eigh never sees it and the
     other problems converge as before (it used to raise a raw _LinAlgError from eigh)."""
-    A, H = _problems(gen, M=6)
+    A, H = gram_problems(gen, M=6)
     true = torch.linalg.eigvalsh(H)[:, -1]
     v0 = torch.randn(A.shape[0], A.shape[2], generator=gen, dtype=torch.float64)
     bad = {1: float("nan"), 4: float("inf")}

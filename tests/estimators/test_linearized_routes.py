@@ -6,8 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.func import jacrev
-from torch.nn.attention import SDPBackend, sdpa_kernel
+from tests.estimators.tape_layers import exact_jacobian
 
 import depthscope as ds
 from depthscope.estimators import ROUTE_AUTOGRAD, ROUTE_TAPE, LinearizedChain
@@ -15,13 +14,6 @@ from depthscope.estimators._tape import layers
 
 D = torch.float64
 W = torch.randn(12, 12, dtype=D, generator=torch.Generator().manual_seed(3))
-
-
-def _exact(fn, x):
-    """Per-example Jacobian (B, n_out, n_in) of a batch-preserving function."""
-    one = lambda z: fn(z.unsqueeze(0)).squeeze(0)  # noqa: E731
-    J = torch.func.vmap(jacrev(one))(x)
-    return J.reshape(x.shape[0], -1, x[0].numel())
 
 
 def test_chain_routes_cnn_and_transformer_steps_to_tapes_and_the_rest_to_autograd():
@@ -43,8 +35,7 @@ def test_chain_routes_cnn_and_transformer_steps_to_tapes_and_the_rest_to_autogra
     x = torch.randn(5, 12)
     lin = LinearizedChain(ds.Chain([step]), x)
     assert lin.routes == {0: ROUTE_AUTOGRAD} and "cumsum" in lin.route_reasons[0]
-    with sdpa_kernel([SDPBackend.MATH]):  # the oracle's vmap has no batching rule for the flash kernel
-        J = _exact(step, x.double()).float()
+    J = exact_jacobian(step, x.double()).float()  # on the math kernel: vmap has no batching rule for flash
     v = torch.randn(1, *x.shape)
     assert torch.allclose(lin.jvp(0, v)[0], torch.einsum("bmn,bn->bm", J, v[0]), atol=1e-5)
 
@@ -56,7 +47,7 @@ def test_a_wrong_tape_is_caught_and_the_step_falls_back(monkeypatch):
     x = torch.randn(3, 12, dtype=D)
     lin = LinearizedChain(chain, x)
     assert lin.route(0) == ROUTE_AUTOGRAD and "differs from autograd" in lin.route_reasons[0]
-    J = _exact(lambda h: torch.relu(h @ W.T), x)
+    J = exact_jacobian(lambda h: torch.relu(h @ W.T), x)
     assert torch.allclose(lin.explicit(0), J)  # the fallback is exact
 
 

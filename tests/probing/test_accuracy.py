@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import depthscope as ds
-import depthscope.estimators._hutchinson as local
+import depthscope.estimators._hutchinson as hutchinson
 from depthscope.estimators import FRAME_LOG_SE_TARGET
 
 WIDTH = 512  # above EXACT_CUMULATIVE_MAX_DIM: the cumulative norms come from a random frame
@@ -51,7 +51,7 @@ def test_hutchinson_adds_probes_where_the_spectrum_is_spiky(gen, monkeypatch):
     x = torch.randn(1, WIDTH, dtype=torch.float64, generator=gen)
     exact = float(d.square().mean().sqrt())
     # Without adaptation (an unreachable target is met at once), 16 probes: a large standard error.
-    monkeypatch.setattr(local, "HUTCHINSON_RSE_TARGET", math.inf)
+    monkeypatch.setattr(hutchinson, "HUTCHINSON_RSE_TARGET", math.inf)
     fixed, fixed_se = _over_seeds(chain, x, "local_rms")
     assert statistics.median(fixed_se) / exact > 0.03
     monkeypatch.undo()
@@ -59,8 +59,8 @@ def test_hutchinson_adds_probes_where_the_spectrum_is_spiky(gen, monkeypatch):
     rel_errors = [v / exact - 1 for v in values]
     rel_se = [s / v for s, v in zip(ses, values)]
     # Adapted: every standard error at the target, every error within 3 of them.
-    assert max(rel_se) <= local.HUTCHINSON_RSE_TARGET
-    assert max(abs(e) for e in rel_errors) <= 3 * local.HUTCHINSON_RSE_TARGET
+    assert max(rel_se) <= hutchinson.HUTCHINSON_RSE_TARGET
+    assert max(abs(e) for e in rel_errors) <= 3 * hutchinson.HUTCHINSON_RSE_TARGET
     for errs, se in ((rel_errors, rel_se), ([v / exact - 1 for v in fixed], [s / exact for s in fixed_se])):
         spread = math.sqrt(statistics.fmean(e * e for e in errs))  # about an exact mean, so no bias term
         assert 1 / SE_AGREEMENT < spread / statistics.fmean(se) < SE_AGREEMENT

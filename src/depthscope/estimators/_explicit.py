@@ -20,13 +20,13 @@ from depthscope.estimators._local import SIGMA_MIN_EXACT, SIGMA_MIN_INVERSE_LANC
 # eight; at 512, 27 ms against 3.9 ms, so wider steps keep Lanczos).
 EXPLICIT_SVD_MAX_DIM = 256
 # Lanczos on an explicit matrix stops at this relative residual on sigma^2. At a 1% residual (the
-# matrix-free route stops at 1.5%), the identity gap of a GPT-2 block (width 512, top singular values of J - I
-# 1.3% apart) settled 0.9% low (at 1e-3 still 0.5%: the Ritz value was converging to the second
-# value); at 1e-4 every run of ten starts on twelve matrices was within 3e-8, for 27 instead of 19
-# iterations (benchmarks/accuracy_real_models.py measures it on whole models). On the dense edge of
-# a random matrix's spectrum it runs to the iteration cap: the statistics of eight 512 x 512 steps
-# then cost 1.9x those at 1% (0.70 s against 0.35 s, one thread; 0.65 s with sigma_min's inverse
-# iteration left at 1%, so it uses this residual too).
+# matrix-free route stops at 1.5%), the identity gap of a GPT-2 block (width 512, top singular
+# values of J - I 1.3% apart) settled 0.9% low (at 1e-3 still 0.5%: the Ritz value was converging
+# to the second value); at 1e-4 every run of ten starts on twelve matrices was within 3e-8, for 27
+# instead of 19 iterations (benchmarks/accuracy_real_models.py measures it on whole models). On the
+# dense edge of a random matrix's spectrum it runs to the iteration cap: the statistics of eight
+# 512 x 512 steps then cost 1.9x those at 1% (0.70 s against 0.35 s, one thread; 0.65 s with
+# sigma_min's inverse iteration left at 1%, so it uses this residual too).
 EXPLICIT_LANCZOS_RTOL = 1e-4
 
 

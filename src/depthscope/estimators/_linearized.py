@@ -11,9 +11,9 @@ tape must equal autograd's, and <u, J v> must equal <J^T u, v> (the adjoint test
 not checked again. A step the tape cannot record, or whose tape fails the check, takes the autograd
 route.
 
-Why the autograd route is a double vjp and not ``torch.func.jvp``: on a CPU, functorch's forward mode is dominated by
-per-call overhead (measured here: 34 ms for J v through 64 width-256 blocks, against 2.8 ms for
-the double-vjp below). We record each step's graph once, y_k = f_k(x_k), and the graph of
+Why the autograd route is a double vjp and not ``torch.func.jvp``: on a CPU, functorch's forward
+mode is dominated by per-call overhead (measured here: 34 ms for J v through 64 width-256 blocks,
+against 2.8 ms for the double-vjp below). We record each step's graph once, y_k = f_k(x_k), and the graph of
 g_k(u) = J_k^T u built with ``create_graph``; then
 
     J_k^T u = grad(y_k, x_k, u)        and        J_k v = grad(g_k, u, v)
@@ -244,8 +244,8 @@ class LinearizedChain:
         its first tangent only, ``out[0]``: the first tangent a step meets in a probe is dense
         (a Rademacher probe, a random frame, the loss gradient), so a bad entry of J anywhere
         shows in it, at 1/P of the cost of checking all P (measured in a resnet56 probe at batch 8:
-        10 ms against 70 ms of a 3.2 s probe). ``tangent=None`` marks a whole explicit Jacobian, checked in full.
-        Later products are not checked.
+        10 ms against 70 ms of a 3.2 s probe). ``tangent=None`` marks a whole explicit Jacobian,
+        checked in full. Later products are not checked.
         """
         if (k, side) in self._finite:
             return out
@@ -270,16 +270,16 @@ class LinearizedChain:
         u = torch.zeros_like(y, requires_grad=True)
         with torch.enable_grad(), _autograd_errors(k, self._name(k)):
             (g,) = torch.autograd.grad(y, self._x[k], u, create_graph=True, allow_unused=True)
-        if g is None or not g.requires_grad:
-            # J^T u does not depend on u: J is zero at this input (the output is differentiable, as
-            # checked when the step ran, but does not move with it here: a dead ReLU layer, a
-            # recurrence's initial state).
-            self._u[k], self._g[k] = u, None
-            return
-        self._u[k], self._g[k] = u, g
+        # No graph from u to g means J^T u does not depend on u: J is zero at this input (the output
+        # is differentiable, as checked when the step ran, but does not move with it here: a dead
+        # ReLU layer, a recurrence's initial state). _g[k] is then None.
+        self._u[k], self._g[k] = u, g if g is not None and g.requires_grad else None
 
     def _zero_jvp(self, k: int, v: torch.Tensor) -> torch.Tensor:
         return torch.zeros(v.shape[0], *self._y[k].shape, dtype=v.dtype)
+
+    def _zero_vjp(self, k: int, u: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(u.shape[0], *self._x[k].shape, dtype=u.dtype)
 
     def jvp(self, k: int, v: torch.Tensor) -> torch.Tensor:
         """J_k v for tangents ``v: (P, B, *S_k)``; returns ``(P, B, *S_{k+1})``.
@@ -315,9 +315,7 @@ class LinearizedChain:
             (out,) = torch.autograd.grad(
                 self._y[k], self._x[k], u, retain_graph=True, is_grads_batched=True, allow_unused=True
             )
-        if out is None:
-            return torch.zeros(u.shape[0], *self._x[k].shape, dtype=u.dtype)
-        return out
+        return self._zero_vjp(k, u) if out is None else out
 
     def explicit(self, k: int) -> torch.Tensor:
         """The exact Jacobian of step k per example, ``(B, n_out, n_in)``.
@@ -386,5 +384,5 @@ class LinearizedChain:
                     self._vjp(k, u)
                 raise
             for (k, u), g in zip(rest, grads):
-                out[k] = g if g is not None else torch.zeros(u.shape[0], *self._x[k].shape, dtype=u.dtype)
+                out[k] = self._zero_vjp(k, u) if g is None else g
         return [self._finite_once(k, "vjp", u, out[k]) for k, u in zip(ks, us)]

@@ -11,14 +11,15 @@ Two routes, chosen per step by `depthscope.probing`:
 * matrix-free: never forms J. Frobenius by Hutchinson (Rademacher probes, E||J v||^2 = ||J||_F^2),
   with more probes where their spread says the estimate is not yet within HUTCHINSON_RSE_TARGET;
   sigma_max and ||J - I||_2 by Lanczos on J^T J and (J - I)^T (J - I) through J v and J^T u, the
-  steps in lockstep groups that fit a cache-sized budget; sigma_min is reported as the Weyl lower bound max(0, 1 - ||J - I||_2).
+  steps in lockstep groups that fit a cache-sized budget; sigma_min is reported as the Weyl lower
+  bound max(0, 1 - ||J - I||_2).
 
 Every statistic is per example, then averaged (arithmetic mean) over the batch.
 
 The modules: `_explicit` (explicit_stats), `_matrix_free` (matrix_free_stats), `_hutchinson`
 (Rademacher probes and the adaptive Hutchinson estimate of ||J||_F) and `_gram` (the stacked Gram
-operator that runs a group of matrix-free steps' Lanczos in lockstep, and its Ritz starts). This module
-holds what both routes return.
+operator that runs a group of matrix-free steps' Lanczos in lockstep, and its Ritz starts). This
+module holds what both routes return.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ Negative: the i-th direction vanishes; positive: it explodes; zero: marginal (cl
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -16,9 +16,7 @@ from torch import nn
 
 from depthscope._errors import InputError, NonFiniteError, check_count, check_seed
 from depthscope.chain import Chain, check_batch, run_step
-from depthscope.estimators._propagate import benettin_step, random_frame
-
-ApplyFn = Callable[[int, torch.Tensor], torch.Tensor]
+from depthscope.estimators._propagate import ApplyFn, benettin_step, random_frame
 
 
 @dataclass(frozen=True)
@@ -116,11 +114,11 @@ def lyapunov(
 
     Streams over the steps (nothing is kept from earlier steps), so chains of 10^5 steps of a small
     map run in seconds and fit in memory. The first ``transient`` steps align the random starting
-    frame and are not averaged (their effect on the mean decays like 1/L, not faster). `probe` runs the same Benettin update on its own
-    linearisation of the chain.
+    frame and are not averaged (their effect on the mean decays like 1/L, not faster). `probe`
+    runs the same Benettin update on its own linearisation of the chain.
 
-    ``chain`` may also be a list of steps (as `Chain` takes them) or an ``nn.Module`` (its blocks found
-    by `Chain.from_module` on ``x``), as in `depthscope.probe`.
+    ``chain`` may also be a list of steps (as `Chain` takes them) or an ``nn.Module`` (its blocks
+    found by `Chain.from_module` on ``x``), as in `depthscope.probe`.
 
     Raises:
         NonFiniteError: the state became NaN/Inf at some step (named).

@@ -79,10 +79,11 @@ def matrix_free_stats(
     fro_se = {k: float(fro_standard_error(sq, lin.n_in[k])[0]) for k, sq in samples.items()}
 
     square = {k: lin.n_in[k] == lin.n_out[k] and with_min for k in ks}
+    probed = {k: (v, o) for k, v, o in zip(ks, flat_vs, outs)}
     top: dict[int, torch.Tensor] = {}
     channels = 2 if any(square.values()) else 1
     for group in lockstep_groups(lin, ks, channels):
-        top.update(_top_singular_values(lin, group, square, sq_fro, flat_vs, outs, ks))
+        top.update(_top_singular_values(lin, group, square, sq_fro, probed))
     result = {}
     for k in ks:
         smax = top[k][0]
@@ -102,27 +103,23 @@ def _top_singular_values(
     group: list[int],
     square: dict[int, bool],
     sq_fro: dict[int, torch.Tensor],
-    flat_vs: list[torch.Tensor],
-    outs: list[torch.Tensor],
-    ks: list[int],
+    probed: dict[int, tuple[torch.Tensor, torch.Tensor]],
 ) -> dict[int, torch.Tensor]:
     """``{k: (C, B)}`` float64: sigma_max of J_k (channel 0) and ||J_k - I||_2 (channel 1, for
     square steps) by Lanczos on their Gram operators, the steps of ``group`` in lockstep.
-    ``flat_vs[i]``, ``outs[i]``: step ``ks[i]``'s Hutchinson probes and their images."""
-    B, dtype = lin.batch, lin.states[group[0]].dtype
-    shape = {k: tuple(lin.states[k].shape[1:]) for k in group}
+    ``probed[k]``: step k's Hutchinson probes ``(P, B, n_in)`` and their images ``(P, B, *S_{k+1})``."""
     op = StackedGram(lin, group, {k: square[k] for k in group}, sq_fro)
-    C = op.C
+    B, C, dtype, shape = op.B, op.C, op.dtype, op.shape
     # Lanczos starts from a direction in the span of the Hutchinson probes whose image J v0 is a
     # combination of the probes' images, so the first iteration costs one J^T u: on steps up to
     # RITZ_START_MAX_DIM wide the best such direction (Rayleigh-Ritz on the products already
     # computed), beyond it the first probe. The vectors are kept in the model's precision and run
     # the three-term recurrence without reorthogonalisation: at the residual where the tests stop
-    # (LANCZOS_RTOL), orthogonality is still near rounding level, and reorthogonalising against 16k-long
-    # bases cost more than the products.
+    # (LANCZOS_RTOL), orthogonality is still near rounding level, and reorthogonalising against
+    # 16k-long bases cost more than the products.
     starts, images = [], []
     for k in group:
-        v, o = flat_vs[ks.index(k)], outs[ks.index(k)]
+        v, o = probed[k]
         if lin.n_in[k] > RITZ_START_MAX_DIM:  # the first probe, whose image is known too
             starts.append(as_native(v[:1].expand(C, B, lin.n_in[k]), shape[k]))
             images.append(o[:1].expand(C, *o.shape[1:]))

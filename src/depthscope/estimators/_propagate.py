@@ -59,8 +59,8 @@ def tangent_norms(t: torch.Tensor, exact_range: bool = True) -> torch.Tensor:
 
     In float32 the squares of entries beyond 1e19 overflow and those below 1e-19 underflow. The
     norms are summed in the tangents' precision (a float64 reduction of float32 tangents is 9x
-    slower, benchmarks/probe_parts.py) and summed again in float64 only when some norm lies outside the range where that is
-    exact to rounding.
+    slower, benchmarks/probe_parts.py) and summed again in float64 only when some norm lies
+    outside the range where that is exact to rounding.
     """
     if t.ndim == 2:
         return t.abs().double() if exact_range else t.abs()

@@ -58,7 +58,8 @@ def _label_steps(ax, names: list[str]) -> None:
 
 
 def report_figure(report: Any) -> Figure:
-    """The figure of ``report`` (a `Report`; this module sits below `_report`, which calls it): four axes, in the order of `PANEL_TITLES`, titled with the verdict.
+    """The figure of ``report`` (a `Report`; this module sits below `_report`, which calls it):
+    four axes, in the order of `PANEL_TITLES`, titled with the verdict.
 
     Panel data are the report's columns unchanged: axes[0]'s first line is ``local_rms``, axes[1]'s
     ``cum_log_rms``, axes[2]'s ``grad_log_norm``, axes[3]'s the ``lyapunov`` list (x: exponent index).

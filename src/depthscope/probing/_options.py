@@ -21,7 +21,7 @@ class ProbeOptions:
     Attributes:
         probes: least number of Hutchinson probes and least size of the random frame (>= 1).
         lyapunov: number of Lyapunov exponents (>= 0); None asks for the default, which
-            `resolve_lyapunov` fixes once the chain's narrowest state is known.
+            the probe fixes once the chain's narrowest state is known (at most its width).
         seed: seeds every random choice, in [0, 2**64).
         exact: build every Jacobian, full SVDs and basis pushes (the oracle).
         method: route of the local statistics, one of `METHODS`.

@@ -138,11 +138,12 @@ def probe(
     Hutchinson probes are added (up to 256) until the estimated relative standard error is at most
     2%, and that standard error is reported as ``local_rms_se``: median error 0.1-0.4%, largest
     3.4%, within 3.2 reported standard errors (torchvision's ViT, first layer sigma_max / rms 19:
-    1.6%, where 16 fixed probes were up to 17% off). sigma_max, sigma_min and the identity gap are exact (full SVD) on explicit steps up to
-    256 wide; wider explicit steps run Lanczos to a 1e-4 residual (GPT-2's 512-wide steps within
-    1e-6; at the former 1% residual, 1.4% low when the top singular values are 1% apart:
-    tests/probing/test_accuracy.py); matrix-free Lanczos stops at a 1.5% residual: median
-    0.06% at most, largest 0.7% on the transformers and 1.8% on a resnet18 convolutional step
+    1.6%, where 16 fixed probes were up to 17% off). sigma_max, sigma_min and the identity gap
+    are exact (full SVD) on explicit steps up to 256 wide; wider explicit steps run Lanczos to a
+    1e-4 residual (GPT-2's 512-wide steps within 1e-6; at the former 1% residual, 1.4% low when
+    the top singular values are 1% apart: tests/probing/test_accuracy.py); matrix-free Lanczos
+    stops at a 1.5% residual: median 0.06% at most, largest 0.7% on the transformers and 1.8% on
+    a resnet18 convolutional step
     (against a converged reference at 64-112 px: medians 0.07-0.19%, largest 1.6%,
     benchmarks/lanczos_accuracy.py). cum_log_rms is exact for inputs up to 256 wide and log_gain
     also when the output is; otherwise a random frame of at least ``probes`` columns grows (up to

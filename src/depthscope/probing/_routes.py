@@ -35,9 +35,9 @@ The constants were fitted by ``benchmarks/route_calibration.py`` (non-negative l
 relative errors; one thread, CPU time, residual-MLP blocks of widths 16-512 at batches 1-64, float32
 and float64, tape and autograd routes), which prints the fit and the table of predicted against
 measured times. In two runs (43 and 44 cases) the chosen route was never more than 8% (2%) slower
-than the faster one measured. The model holds at other thread counts as far as both routes speed up alike; it
-predicts times within a factor ~1.5 (mostly within 20%), enough for a choice that matters only
-where the routes differ by more.
+than the faster one measured. The model holds at other thread counts as far as both routes speed
+up alike; it predicts times within a factor ~1.5 (mostly within 20%), enough for a choice that
+matters only where the routes differ by more.
 """
 
 from __future__ import annotations

@@ -107,10 +107,7 @@ def sdpa_rule(func, args, kwargs, out, tracked, ids) -> Linearization:
     p = torch.softmax(s, dim=-1)
     pt, kt, vt = p.transpose(-2, -1), k.transpose(-2, -1), v.transpose(-2, -1)
     slot = {i: j for j, i in enumerate(tracked)}
-
-    def dsoftmax(dp: Tensor) -> Tensor:
-        pd = p * dp
-        return pd - p * pd.sum(-1, keepdim=True)
+    dsoftmax = _softmax_map(p, -1)  # symmetric: the same map for J and J^T
 
     def jvp(ts):
         ds = None

@@ -30,6 +30,9 @@ from depthscope.estimators._tape.rules import (
 )
 
 Tensor = torch.Tensor
+# What a rule raises on a call it cannot linearise (besides `Unsupported`, torch's own complaints
+# about the arguments it inspects): the step then records no tape and keeps the autograd route.
+_RULE_ERRORS = (Unsupported, RuntimeError, TypeError, ValueError, IndexError)
 
 
 class _Recorder(TorchFunctionMode):
@@ -102,7 +105,7 @@ class _Recorder(TorchFunctionMode):
     def _linearise(self, rule, func, args, kwargs, out, tracked):
         try:
             return rule(func, args, kwargs, out, tracked, self.ids)
-        except (Unsupported, RuntimeError, TypeError, ValueError, IndexError) as err:
+        except _RULE_ERRORS as err:
             self.failure = f"{name(func)}: {err}"
             return None
 
@@ -110,7 +113,7 @@ class _Recorder(TorchFunctionMode):
         """Record each piece of a split as its own node."""
         try:
             pieces = SPLIT_RULES[func](func, args, kwargs, outs, tracked)
-        except (Unsupported, RuntimeError, TypeError, ValueError, IndexError) as err:
+        except _RULE_ERRORS as err:
             self.failure = f"{name(func)}: {err}"
             return
         for o, linear in zip(outs, pieces):

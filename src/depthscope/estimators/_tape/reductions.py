@@ -44,16 +44,23 @@ def _reduced_dims(dim, nd: int) -> tuple[int, ...] | None:
     return tuple(sorted({d % nd for d in items}))
 
 
-def _reduction(dims: tuple[int, ...], keepdim: bool, in_shape: torch.Size, count: int | None, dtype) -> Linearization:
-    """The linearisation of a sum (``count`` None) or a mean over ``dims`` of an input of ``in_shape``."""
+def _reduction(
+    dims: tuple[int, ...],
+    keepdim: bool,
+    in_shape: torch.Size,
+    count: int | None,
+    in_dtype: torch.dtype,
+    out_dtype: torch.dtype | None,
+) -> Linearization:
+    """The linearisation of a sum (``count`` None) or a mean over ``dims`` of an input of ``in_shape``
+    and ``in_dtype``, cast to ``out_dtype`` where given (the call's ``dtype=``)."""
     shifted = tuple(d + 1 for d in dims)
-    in_dtype = dtype[0]
     scale = None if count is None else 1.0 / count
 
     def jvp(ts):
         t = ts[0]
-        out = t.sum(shifted, keepdim=keepdim, dtype=dtype[1]) if count is None else t.mean(shifted, keepdim=keepdim)
-        return out if dtype[1] is None else out.to(dtype[1])
+        out = t.sum(shifted, keepdim=keepdim, dtype=out_dtype) if count is None else t.mean(shifted, keepdim=keepdim)
+        return out if out_dtype is None else out.to(out_dtype)
 
     def vjp(u):
         if not keepdim:
@@ -75,7 +82,7 @@ def reduction_rule(func, args, kwargs, out, tracked, ids) -> Linearization:
     keepdim = bool(arg(args, kwargs, 2, "keepdim", False))
     dtype = arg(args, kwargs, 3, "dtype")
     count = None if func in SUMS else max(1, x.shape.numel() // max(1, out.shape.numel()))
-    return _reduction(dims, keepdim, x.shape, count, (x.dtype, dtype))
+    return _reduction(dims, keepdim, x.shape, count, x.dtype, dtype)
 
 
 def adaptive_avg_pool_rule(func, args, kwargs, out, tracked, ids) -> Linearization:
@@ -86,7 +93,7 @@ def adaptive_avg_pool_rule(func, args, kwargs, out, tracked, ids) -> Linearizati
         return generic_rule(func, args, kwargs, out, tracked, ids)
     dims = tuple(range(x.ndim - d, x.ndim))
     count = max(1, x.shape[-d:].numel())
-    return _reduction(dims, True, x.shape, count, (x.dtype, None))
+    return _reduction(dims, True, x.shape, count, x.dtype, None)
 
 
 def cat_rule(func, args, kwargs, out, tracked, ids) -> Linearization:
