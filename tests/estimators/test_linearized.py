@@ -112,3 +112,24 @@ def test_batch_coupling_check_runs_for_autograd_steps() -> None:
     chain = ds.Chain([("erf", torch.special.erf), ("norm", lambda h: torch.special.erf(h - h.mean(0)))])
     with pytest.raises(ds.ChainError, match=r"step 1 \('norm'\) mixes the examples"):
         LinearizedChain(chain, torch.randn(3, 4))
+
+
+class _SparseProduct(nn.Module):
+    """h -> tanh(h A^T) through torch.sparse.mm: no tape rule, and no batched double backward."""
+
+    def __init__(self):
+        super().__init__()
+        self.A = torch.eye(4, dtype=torch.float64).to_sparse()
+
+    def forward(self, h):
+        return torch.tanh(torch.sparse.mm(self.A, h.T).T)
+
+
+@pytest.mark.parametrize("use", ["jvp", "jvp_all"])
+def test_a_step_autograd_cannot_batch_is_named(use: str) -> None:
+    chain = ds.Chain([("dense", nn.Linear(4, 4).double()), ("sparse", _SparseProduct())])
+    L = LinearizedChain(chain, torch.randn(2, 4, dtype=torch.float64))
+    assert L.route(1) == "autograd"
+    v = torch.randn(1, 2, 4, dtype=torch.float64)
+    with pytest.raises(ds.InputError, match=r"step 1 \('sparse'\) cannot be differentiated by autograd's batched"):
+        L.jvp(1, v) if use == "jvp" else L.jvp_all([0, 1], [v, v])

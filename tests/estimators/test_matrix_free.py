@@ -71,3 +71,15 @@ def test_the_statistics_do_not_depend_on_the_grouping(monkeypatch, with_min):
             assert a.sigma_max == pytest.approx(b.sigma_max, rel=1e-5)
             if with_min and lin.n_in[k] == lin.n_out[k]:
                 assert a.identity_gap == pytest.approx(b.identity_gap, rel=1e-5)
+
+
+def test_a_sparse_constant_is_recorded_and_not_counted():
+    torch.manual_seed(0)
+    A = (torch.randn(4, 4) * (torch.rand(4, 4) > 0.5)).double().to_sparse()
+    chain = ds.Chain([("s", lambda h: torch.tanh(h @ A))])
+    x = torch.randn(2, 4, dtype=torch.float64)
+    lin = LinearizedChain(chain, x)
+    assert lin.route(0) == "tape"
+    assert lin.working_set(0, 1) == 3 * 2 * 4 * 8  # the input, the product and tanh; A has no storage
+    J = torch.func.jacrev(lambda h: torch.tanh(h @ A.to_dense()))(x[:1]).reshape(4, 4)
+    assert torch.allclose(lin.explicit(0)[0], J, atol=1e-12)

@@ -58,16 +58,22 @@ def _quiet_batching() -> Iterator[None]:
 
 @contextmanager
 def _autograd_errors(k: int, name: str) -> Iterator[None]:
-    """Turn autograd's refusal of a step into an error that names the step and says what to change."""
+    """Turn autograd's refusal of a step into an error that names the step (and, for the common
+    in-place case, says what to change)."""
     try:
         yield
     except RuntimeError as err:
-        if "modified by an inplace operation" not in str(err):
-            raise
+        if "modified by an inplace operation" in str(err):
+            raise InputError(
+                f"step {k} ({name!r}) cannot be differentiated by autograd: an in-place operation in it "
+                "overwrote a tensor that its backward pass needs (for example o = torch.tanh(h); o.mul_(2)); "
+                f"use the out-of-place form (o = o * 2). Autograd said: {err}"
+            ) from err
+        # A kernel without the (batched, double) backward the autograd route needs: a sparse
+        # product, a custom function's backward that cannot be differentiated again.
         raise InputError(
-            f"step {k} ({name!r}) cannot be differentiated by autograd: an in-place operation in it "
-            "overwrote a tensor that its backward pass needs (for example o = torch.tanh(h); o.mul_(2)); "
-            f"use the out-of-place form (o = o * 2). Autograd said: {err}"
+            f"step {k} ({name!r}) cannot be differentiated by autograd's batched products, which its "
+            f"calls without a linearisation rule need: {err}"
         ) from err
 
 
@@ -295,7 +301,7 @@ class LinearizedChain:
         self._ensure_double(k)
         if self._g[k] is None:
             return self._zero_jvp(k, v)
-        with _quiet_batching():
+        with _quiet_batching(), _autograd_errors(k, self._name(k)):
             (out,) = torch.autograd.grad(self._g[k], self._u[k], v, retain_graph=True, is_grads_batched=True)
         return out
 
@@ -353,14 +359,19 @@ class LinearizedChain:
                 out[k] = self._zero_jvp(k, v)
         rest = [(k, v) for k, v in rest if self._g[k] is not None]
         if rest:
-            with _quiet_batching():
-                grads = torch.autograd.grad(
-                    [self._g[k] for k, _ in rest],
-                    [self._u[k] for k, _ in rest],
-                    [v for _, v in rest],
-                    retain_graph=True,
-                    is_grads_batched=True,
-                )
+            try:
+                with _quiet_batching():
+                    grads = torch.autograd.grad(
+                        [self._g[k] for k, _ in rest],
+                        [self._u[k] for k, _ in rest],
+                        [v for _, v in rest],
+                        retain_graph=True,
+                        is_grads_batched=True,
+                    )
+            except RuntimeError:
+                for k, v in rest:  # one step at a time, so that the error names the step at fault
+                    self._jvp(k, v)
+                raise
             out.update({k: g for (k, _), g in zip(rest, grads)})
         return [self._finite_once(k, "jvp", v, out[k]) for k, v in zip(ks, vs)]
 

@@ -51,11 +51,11 @@ def _conv_linearization(func, weight, padding, stride, dilation, groups, in_shap
     2-d convolutions run channels-last: on a CPU, oneDNN's channels-last kernels are 1.1-1.5x faster
     than NCHW ones for the small images of CIFAR-style nets (16 tangents at 16-64 channels,
     benchmarks/tape_vs_autograd.py). The scaled weight is written in that layout in one pass at the
-    first product, not when recorded: reordering a 512-channel 3x3 weight took 2 ms, and scaling it
-    then reordering the product took 3 ms, summed over resnet18's convolutions a tenth of a probe.
-    J^T u is ``convolution_backward`` for every stride; the convolution with the flipped kernel was
-    at most 1.14x faster on one tangent and its kernel took 3-7 ms to build at 512 channels
-    (benchmarks/probe_parts.py).
+    first product, not when recorded (a convolution followed by BatchNorm is rebuilt by `rescale`
+    first): one pass over the weight instead of a reorder, a scaling and a second reorder.
+    J^T u is ``convolution_backward`` for every stride: on one tangent the convolution with the
+    flipped kernel was 0.9-1.1x its time from 16 to 512 channels, and building that kernel took
+    6.7 ms at 512 channels (benchmarks/probe_parts.py).
     """
     d = weight.ndim - 2
     fmt = channels_last(weight.ndim)

@@ -34,9 +34,9 @@ class Linearization:
             so the replay owns it and a later operation may overwrite it.
         jvp_inplace, vjp_inplace: the same map written into its (first) argument, used when the
             replay owns that tensor; each returns None where shapes or dtypes do not allow it.
-            Overwriting the replay's own intermediates saves megabyte-sized allocations, each paid
-            in page faults: J v for 16 resnet56 tangents is 1.3-1.5x faster
-            (benchmarks/probe_parts.py).
+            Overwriting the replay's own intermediates saves megabyte-sized allocations, paid in
+            page faults where the allocator has no freed memory to reuse: J v for 16 resnet56
+            tangents was 1.0-1.9x faster over five runs (benchmarks/probe_parts.py).
         channel_scale: ``(C,)`` where the call is a per-channel scale (eval-mode BatchNorm), which
             `fusion.fuse_scales` may fold into the convolution before it.
         rescale: for a convolution, ``rescale(s)`` is the linearisation of the same convolution

@@ -120,9 +120,17 @@ class _Recorder(TorchFunctionMode):
             self._record(ins, o, linear, self._key(func, flat, o), flat)
 
     def _record(self, ins: tuple[int, ...], out: Tensor, linear: Linearization, key: tuple, flat: list) -> None:
-        for a in flat:  # the constants the linearisation may read: weights, statistics, masks' sources
-            if isinstance(a, Tensor) and id(a) not in self.ids and a.device.type != "meta":
-                self.constants[a.untyped_storage().data_ptr()] = a.untyped_storage().nbytes()
+        # The constants the linearisation may read (weights, statistics, masks' sources), each
+        # storage once; a tensor without one (sparse, meta) is not counted.
+        for a in flat:
+            if (
+                isinstance(a, Tensor)
+                and id(a) not in self.ids
+                and a.layout == torch.strided
+                and a.device.type != "meta"
+            ):
+                storage = a.untyped_storage()
+                self.constants[storage.data_ptr()] = storage.nbytes()
         idx = len(self.alive)
         self.alive.append(out)
         self.ids[id(out)] = idx
